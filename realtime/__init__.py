@@ -1,0 +1,12 @@
+"""Real-time zero-shot object detection with CLIP."""
+
+from .config import (Config, ConfigError, DetectorConfig, ModelConfig, AppConfig,
+                     config_from_dict, load_config)
+from .detections import Detections
+from .detector import Detector
+from .model import ClipModel, ModelLoadError, load_model
+from .prompts import PromptError
+
+__all__ = ["AppConfig", "ClipModel", "Config", "ConfigError", "Detections", "Detector",
+           "DetectorConfig", "ModelConfig", "ModelLoadError", "PromptError", "config_from_dict",
+           "load_config", "load_model"]

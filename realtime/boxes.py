@@ -1,0 +1,120 @@
+"""Score maps to boxes: normalise, threshold, gate, connected components, merge.
+
+Per prompt this follows the walkthrough - subtract the map's mean, clip at 0,
+min-max to 0..1, keep cells >= threshold - and then goes further: every
+connected region becomes its own box (several instances per prompt), and a
+region is only reported when its probability against the other prompts and
+the background prompts reaches the gate (an absent prompt yields nothing,
+although the normalised map always has a maximum).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import DetectorConfig
+from .tiles import TileGrid
+
+
+@dataclass(frozen=True)
+class Boxes:
+    boxes: np.ndarray         # (N, 4) float32 x1, y1, x2, y2 in frame pixels
+    probabilities: np.ndarray  # (N,) gate probability of the region
+    similarities: np.ndarray  # (N,) raw cosine similarity of the region
+    label_ids: np.ndarray     # (N,) int64
+
+
+def normalise_map(score_map: np.ndarray) -> np.ndarray:
+    """The walkthrough's normalisation: subtract the mean, clip at 0, min-max to 0..1."""
+    shifted = np.clip(score_map - score_map.mean(), 0.0, None)
+    low, high = shifted.min(), shifted.max()
+    if high - low <= 1e-12:
+        return np.zeros_like(score_map, dtype=np.float32)
+    return ((shifted - low) / (high - low)).astype(np.float32)
+
+
+def regions(mask: np.ndarray) -> list[np.ndarray]:
+    """Boolean masks of the 4-connected regions of `mask`."""
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=4)
+    return [labels == i for i in range(1, count)]
+
+
+def maps_to_boxes(relevance_maps: np.ndarray, similarity_maps: np.ndarray,
+                  probability_maps: np.ndarray, grid: TileGrid, config: DetectorConfig,
+                  threshold: float | None = None) -> Boxes:
+    """Boxes for every prompt from its (rows, cols) maps.
+
+    Regions come from the normalised relevance map; each reports the highest
+    probability and similarity inside it.
+    """
+    threshold = config.threshold if threshold is None else threshold
+    found: list[tuple[np.ndarray, float, float, int]] = []
+    for label_id, (rel_map, sim_map, prob_map) in enumerate(
+            zip(relevance_maps, similarity_maps, probability_maps)):
+        per_label = []
+        for region in regions(normalise_map(rel_map) >= threshold):
+            if region.sum() < config.min_area_tiles:
+                continue
+            probability = float(prob_map[region].max())
+            if probability < config.gate:
+                continue
+            rows, cols = np.nonzero(region)
+            box = np.array(grid.tile_box(rows.min(), cols.min(), rows.max(), cols.max()),
+                           np.float32)
+            per_label.append((box, probability, float(sim_map[region].max())))
+        found += [(b, p, s, label_id) for b, p, s in merge_overlapping(per_label,
+                                                                       config.merge_iou)]
+    if not found:
+        return Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                     np.zeros(0, np.float32), np.zeros(0, np.int64))
+    boxes, probs, sims, ids = zip(*found)
+    return Boxes(np.stack(boxes), np.array(probs, np.float32), np.array(sims, np.float32),
+                 np.array(ids, np.int64))
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def merge_overlapping(items: list[tuple[np.ndarray, float, float]], iou: float
+                      ) -> list[tuple[np.ndarray, float, float]]:
+    """Merge boxes of one prompt that overlap more than `iou` (or nest) into their union.
+
+    Separate regions can still have overlapping boxes (an L-shaped region
+    next to a small one); one object should give one box.
+    """
+    items = sorted(items, key=lambda item: -item[1])
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                a, b = items[i][0], items[j][0]
+                if box_iou(a, b) > iou or _nested(a, b):
+                    union = np.array([min(a[0], b[0]), min(a[1], b[1]),
+                                      max(a[2], b[2]), max(a[3], b[3])], np.float32)
+                    items[i] = (union, max(items[i][1], items[j][1]),
+                                max(items[i][2], items[j][2]))
+                    del items[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return items
+
+
+def _nested(a: np.ndarray, b: np.ndarray) -> bool:
+    inside = lambda p, q: p[0] >= q[0] and p[1] >= q[1] and p[2] <= q[2] and p[3] <= q[3]
+    return inside(a, b) or inside(b, a)
+
+
+def linear_scores(similarities: np.ndarray, low: float, high: float) -> np.ndarray:
+    """The common heuristic percentage: similarity mapped linearly from [low, high] to [0, 1]."""
+    return np.clip((similarities - low) / (high - low), 0.0, 1.0).astype(np.float32)

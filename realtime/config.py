@@ -1,0 +1,266 @@
+"""Configuration: frozen dataclasses, validated in one place.
+
+Every knob of the product lives in one of three sections - ``model``,
+``detector`` and ``app`` - each a frozen dataclass.  Each field carries its
+help text and its allowed values in ``metadata``; ``_validate`` reads them, so
+a bad value from a YAML file, from the command line or from Python code fails
+the same way: one :class:`ConfigError` line that names the key and says what
+is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+# Generic scene descriptions that compete with the user's prompts in the
+# absence gate: a window is only claimed by a prompt when the prompt beats
+# these.  They name no object, so they transfer between CLIP checkpoints.
+DEFAULT_BACKGROUND_PROMPTS = (
+    "background",
+    "a plain background",
+    "a textured surface",
+    "an empty scene",
+    "a blurry photo",
+    "a wall",
+    "the floor",
+)
+
+METHODS = ("windows", "dense", "occlusion", "classify")
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+
+def _opt(default: Any, help: str, *, lo: float | None = None, hi: float | None = None,
+         choices: tuple | None = None, nonempty: bool = False, auto: bool = False) -> Any:
+    """A dataclass field with its help text and allowed range attached.
+
+    `auto` lets the field also hold the string "auto": a value derived at run
+    time (from the frame or the model) rather than a fixed number.
+    """
+    meta = {"help": help, "lo": lo, "hi": hi, "choices": choices, "nonempty": nonempty,
+            "auto": auto}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = _opt(DEFAULT_MODEL, "Hugging Face model id or a local directory holding a "
+                     "saved CLIPModel and its processor", nonempty=True)
+    device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+                       nonempty=True)
+    dtype: str = _opt("auto", "auto (bf16/fp16 on CUDA, fp32 elsewhere), float32, float16 or "
+                      "bfloat16", choices=("auto", "float32", "float16", "bfloat16"))
+    max_batch: int = _opt(0, "most images encoded in one batch; 0 = all windows of a frame "
+                          "in one batch", lo=0)
+    cuda_graphs: bool = _opt(True, "replay the vision tower from a CUDA graph for fixed "
+                             "batch shapes (CUDA only)")
+
+    def __post_init__(self) -> None:
+        _validate(self, "model")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    method: str = _opt("windows", "how score maps are made: windows (sliding windows, "
+                       "accurate), dense (one pass, patch tokens, fastest), occlusion "
+                       "(masking), classify (whole-frame ranking, no boxes)", choices=METHODS)
+    tile_px: int | str = _opt("auto", "tile size in source pixels; auto = derived from the "
+                              "frame so that its short side holds `tiles_per_side` tiles",
+                              lo=4, hi=4096, auto=True)
+    tiles_per_side: int = _opt(6, "tiles along the frame's short side when tile_px is 0",
+                               lo=1, hi=64)
+    window_tiles: int = _opt(3, "window size in tiles (a window is k x k tiles)", lo=1, hi=64)
+    stride_tiles: int = _opt(1, "window stride in tiles", lo=1, hi=64)
+    threshold: float = _opt(0.5, "cut on the normalised score map (the walkthrough's 0.5)",
+                            lo=0.0, hi=1.0)
+    gate: float = _opt(0.5, "least probability, against the other prompts and the "
+                       "background prompts, for a region to be reported", lo=0.0, hi=1.0)
+    min_area_tiles: int = _opt(1, "regions smaller than this many tiles are dropped", lo=1)
+    merge_iou: float = _opt(0.5, "boxes of one prompt overlapping more than this are merged",
+                            lo=0.0, hi=1.0)
+    score_mode: str = _opt("probability", "what `score` holds: probability (the gate's "
+                           "probability) or linear (similarity mapped linearly through "
+                           "similarity_range)", choices=("probability", "linear"))
+    similarity_range: tuple[float, ...] = _opt((0.15, 0.40), "cosine similarities mapped to "
+                                               "0 and 1 when score_mode is linear")
+    templates: tuple[str, ...] = _opt(("{}",), "prompt templates averaged per prompt, each "
+                                      "with one {} (e.g. 'a photo of {}.')", nonempty=True)
+    background_prompts: tuple[str, ...] = _opt(DEFAULT_BACKGROUND_PROMPTS, "prompts that "
+                                               "stand for 'nothing of interest' in the gate")
+    dense_input_px: int | str = _opt("auto", "dense/occlusion: short side of the model input "
+                                     "in pixels; auto = the model's own input size", lo=16,
+                                     hi=4096, auto=True)
+    dense_variant: str = _opt("maskclip", "dense: last-block value path as in MaskCLIP "
+                              "(keeps residual and MLP) or ClearCLIP (drops both)",
+                              choices=("maskclip", "clearclip"))
+    occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
+                                lo=2, hi=32)
+
+    def __post_init__(self) -> None:
+        _validate(self, "detector")
+        if len(self.similarity_range) != 2 or not (
+                self.similarity_range[0] < self.similarity_range[1]):
+            raise ConfigError("detector.similarity_range: must be two numbers [low, high] with "
+                              f"low < high (got {list(self.similarity_range)})")
+        for template in self.templates:
+            if template.count("{}") != 1:
+                raise ConfigError("detector.templates: each template must contain exactly one "
+                                  f"'{{}}' (got {template!r})")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    source: str = _opt("0", "webcam index, video/image/folder path, or stream URL")
+    prompts: tuple[str, ...] = _opt((), "texts to look for")
+    headless: bool = _opt(False, "no window (for servers and batch jobs)")
+    output: str = _opt("", "annotated video to write (.mp4); empty = none")
+    detections: str = _opt("", "JSON Lines file, one line per processed frame; empty = none")
+    max_frames: int = _opt(0, "stop after this many frames; 0 = no limit", lo=0)
+    realtime: bool = _opt(False, "play a file at its own frame rate, dropping inference frames "
+                          "like a camera")
+    fullscreen: bool = _opt(False, "fullscreen window (kiosks)")
+    heatmap: bool = _opt(False, "start with the score-map overlay on")
+    hud: bool = _opt(True, "draw the fps / latency / device line")
+    max_reconnects: int = _opt(0, "live sources: reopen at most this many times after a "
+                               "failure; 0 = keep trying", lo=0)
+    snapshot_dir: str = _opt(".", "where the s key writes PNG snapshots")
+
+    def __post_init__(self) -> None:
+        _validate(self, "app")
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    app: AppConfig = field(default_factory=AppConfig)
+
+
+SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig, "app": AppConfig}
+
+
+def _validate(obj: Any, section: str) -> None:
+    """Check every field of `obj` against its type and metadata; coerce lists to tuples."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        key = f"{section}.{f.name}"
+        value, hint = getattr(obj, f.name), hints[f.name]
+        if f.metadata.get("auto"):
+            if value == "auto":
+                continue
+            hint = int  # the numeric alternative of an `int | str` auto field
+        value = _coerce(key, value, hint)
+        _check_range(key, value, f.metadata)
+        object.__setattr__(obj, f.name, value)
+
+
+def _coerce(key: str, value: Any, hint: Any) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(hint)
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list of {item_type.__name__} (got {value!r})")
+        return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false (got {value!r})")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer{_or_auto(key)} (got {value!r})")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a number (got {value!r})")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: must be a string (got {value!r})")
+        return value
+    raise TypeError(f"{key}: unsupported field type {hint!r}")  # a programming error
+
+
+def _or_auto(key: str) -> str:
+    section, _, name = key.partition(".")
+    fields = {f.name: f for f in dataclasses.fields(SECTIONS[section])} if section in SECTIONS else {}
+    return " or auto" if name in fields and fields[name].metadata.get("auto") else ""
+
+
+def _check_range(key: str, value: Any, meta: Mapping[str, Any]) -> None:
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(choices)} (got {value!r})")
+    if meta.get("nonempty") and len(value) == 0:
+        raise ConfigError(f"{key}: must not be empty")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        allowed = (f"{lo}..{hi}" if lo is not None and hi is not None
+                   else f">= {lo}" if lo is not None else f"<= {hi}")
+        raise ConfigError(f"{key}: must be {allowed} (got {value!r})")
+
+
+def _section_from_dict(name: str, values: Mapping[str, Any], base: Any) -> Any:
+    known = {f.name for f in dataclasses.fields(base)}
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=1)
+            hint = f"; did you mean {name}.{close[0]}?" if close else ""
+            raise ConfigError(f"{name}.{key}: unknown key (allowed: {', '.join(sorted(known))})"
+                              f"{hint}")
+    return dataclasses.replace(base, **dict(values))
+
+
+def config_from_dict(data: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Build a validated :class:`Config` from nested mappings (YAML, CLI overrides)."""
+    base = base or Config()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: must be a mapping of sections {', '.join(SECTIONS)} "
+                          f"(got {type(data).__name__})")
+    sections = {}
+    for name, values in data.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"{name}: unknown section (allowed: {', '.join(SECTIONS)})")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"{name}: must be a mapping of keys (got {values!r})")
+        sections[name] = _section_from_dict(name, values, getattr(base, name))
+    return dataclasses.replace(base, **sections)
+
+
+def load_config(path: str | Path, base: Config | None = None) -> Config:
+    """Read a YAML preset into a validated :class:`Config`."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"--config {path}: not valid YAML{line}") from None
+    return config_from_dict(data, base)
+
+
+def field_help(section: str, name: str) -> str:
+    """The help text attached to a field, for --help."""
+    for f in dataclasses.fields(SECTIONS[section]):
+        if f.name == name:
+            return f.metadata["help"]
+    raise KeyError(f"{section}.{name}")
+

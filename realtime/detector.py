@@ -1,0 +1,104 @@
+"""The detector: a BGR frame and a set of prompts in, :class:`Detections` out.
+
+Usable on its own, with no window or thread::
+
+    from realtime import Detector
+    detector = Detector(prompts=["a red mug"], model="openai/clip-vit-base-patch32")
+    detections = detector(frame_bgr)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .boxes import linear_scores, maps_to_boxes
+from .config import DetectorConfig, ModelConfig
+from .detections import Detections
+from .frames import FrameUploader
+from .methods import ClassifyMethod, ScoreMaps, make_method
+from .model import ClipModel, load_model
+from .prompts import PromptBank, clean_prompts
+
+
+class Detector:
+    """Zero-shot detection with CLIP: one frame at a time, any number of prompts."""
+
+    def __init__(self, prompts: Sequence[str] = (), config: DetectorConfig | None = None,
+                 model: ClipModel | ModelConfig | str | None = None) -> None:
+        self.config = config or DetectorConfig()
+        self.model = _as_model(model)
+        self.bank = PromptBank(self.model, self.config.templates,
+                               self.config.background_prompts)
+        self.method = make_method(self.model, self.config)
+        self.upload = FrameUploader(self.model.device)
+        self.labels: tuple[str, ...] = ()
+        self._text = torch.empty(0)
+        if prompts:
+            self.set_prompts(prompts)
+
+    def set_prompts(self, prompts: Sequence[str]) -> None:
+        """Change what to look for; only prompts not seen before are encoded."""
+        self.labels = clean_prompts(prompts)
+        self._text = self.bank.with_background(self.labels)
+
+    def __call__(self, frame_bgr: np.ndarray, frame_index: int = 0,
+                 timestamp_s: float = 0.0) -> Detections:
+        return self.detect(frame_bgr, frame_index, timestamp_s)
+
+    @torch.inference_mode()
+    def detect(self, frame_bgr: np.ndarray, frame_index: int = 0,
+               timestamp_s: float = 0.0) -> Detections:
+        if not self.labels:
+            raise RuntimeError("no prompts set: call set_prompts() first")
+        start = time.perf_counter()
+        maps = self.method(self.upload(frame_bgr), self._text, len(self.labels))
+        relevance, similarity, probability, frame_scores = _to_host(maps)
+        found = None
+        if maps.frame_scores is None:
+            found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config)
+        return self._detections(found, similarity, probability, frame_scores, frame_index,
+                                timestamp_s, (time.perf_counter() - start) * 1000.0)
+
+    def _detections(self, found, similarity, probability, frame_scores, frame_index,
+                    timestamp_s, inference_ms) -> Detections:
+        extra = dict(labels=self.labels, frame_index=frame_index, timestamp_s=timestamp_s,
+                     score_maps=probability, similarity_maps=similarity,
+                     frame_scores=frame_scores, inference_ms=inference_ms)
+        if found is None:
+            return Detections(**extra)
+        scores = found.probabilities
+        if self.config.score_mode == "linear":
+            scores = linear_scores(found.similarities, *self.config.similarity_range)
+        return Detections(boxes=found.boxes, scores=scores, similarities=found.similarities,
+                          label_ids=found.label_ids, **extra)
+
+    @torch.inference_mode()
+    def classify(self, frame_bgr: np.ndarray) -> np.ndarray:
+        """Whole-frame zero-shot classification: (prompts,) softmax probabilities."""
+        maps = ClassifyMethod(self.model, self.config)(self.upload(frame_bgr), self._text,
+                                                       len(self.labels))
+        return maps.frame_scores.float().cpu().numpy()
+
+
+def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
+    if isinstance(model, ClipModel):
+        return model
+    if model is None:
+        return load_model(ModelConfig())
+    if isinstance(model, str):
+        return load_model(ModelConfig(name=model))
+    return load_model(model)
+
+
+def _to_host(maps: ScoreMaps):
+    """All maps to numpy with a single device synchronisation."""
+    parts = [maps.relevance, maps.similarity, maps.probability]
+    stacked = torch.stack([p.float() for p in parts]).cpu().numpy()
+    frame_scores = None
+    if maps.frame_scores is not None:
+        frame_scores = maps.frame_scores.float().cpu().numpy()
+    return stacked[0], stacked[1], stacked[2], frame_scores

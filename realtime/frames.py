@@ -1,0 +1,82 @@
+"""Frames on the device: one upload, then resize, normalise and crop there.
+
+A BGR uint8 frame crosses to the device once (through a reused pinned buffer
+on CUDA, asynchronously); everything after that - colour order, resizing with
+the processor's filter, scaling, mean/std, window crops - is tensor work on
+the device, so no per-crop CPU work exists.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model import InputSpec
+
+
+class FrameUploader:
+    """Copies BGR uint8 frames to the device as (1, 3, H, W) float RGB 0..255."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pinned: torch.Tensor | None = None
+
+    def __call__(self, frame_bgr: np.ndarray) -> torch.Tensor:
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.dtype} "
+                             f"{frame_bgr.shape}")
+        host = torch.from_numpy(np.ascontiguousarray(frame_bgr))
+        if self.device.type == "cuda":
+            if self._pinned is None or self._pinned.shape != host.shape:
+                self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
+            # The caller reads each frame's result before the next upload, so
+            # the pinned buffer is free again when it is overwritten.
+            self._pinned.copy_(host)
+            host = self._pinned
+        pixels = host.to(self.device, non_blocking=True)
+        return pixels.permute(2, 0, 1).flip(0).unsqueeze(0).float()
+
+
+def resize(pixels: torch.Tensor, height: int, width: int, spec: InputSpec) -> torch.Tensor:
+    """Resize with the processor's filter (antialiased, like PIL), clamped like uint8 output."""
+    if pixels.shape[-2:] == (height, width):
+        return pixels
+    smooth = spec.resample in ("bilinear", "bicubic")
+    out = F.interpolate(pixels, size=(height, width), mode=spec.resample,
+                        antialias=smooth, align_corners=False if smooth else None)
+    return out.clamp_(0.0, 255.0)
+
+
+def normalise(pixels: torch.Tensor, spec: InputSpec) -> torch.Tensor:
+    mean = torch.tensor(spec.mean, device=pixels.device).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels * spec.rescale - mean) / std
+
+
+def aspect_input_size(frame_h: int, frame_w: int, short_px: int, patch_px: int) -> tuple[int, int]:
+    """(h, w) with the short side near `short_px`, the aspect kept, both multiples of the patch."""
+    scale = short_px / min(frame_h, frame_w)
+    snap = lambda v: max(patch_px, int(round(v * scale / patch_px)) * patch_px)
+    return snap(frame_h), snap(frame_w)
+
+
+def centre_crop_square(pixels: torch.Tensor, size_px: int, spec: InputSpec) -> torch.Tensor:
+    """CLIP's own preprocessing of a whole image: shortest edge to size, centre crop."""
+    h, w = pixels.shape[-2:]
+    scale = size_px / min(h, w)
+    new_h, new_w = max(size_px, round(h * scale)), max(size_px, round(w * scale))
+    resized = resize(pixels, new_h, new_w, spec)
+    top, left = (new_h - size_px) // 2, (new_w - size_px) // 2
+    return resized[..., top:top + size_px, left:left + size_px]
+
+
+def crop_windows(image: torch.Tensor, rows_idx: torch.Tensor, cols_idx: torch.Tensor
+                 ) -> torch.Tensor:
+    """(N, 3, S, S) crops of a (1, 3, H, W) image in one gather.
+
+    rows_idx and cols_idx are (N, S) pixel indices of each crop's rows and
+    columns; indexing with them is a single device kernel whatever N is.
+    """
+    crops = image[0][:, rows_idx[:, :, None], cols_idx[:, None, :]]
+    return crops.permute(1, 0, 2, 3)

@@ -1,0 +1,197 @@
+"""Localisation methods: a frame on the device in, per-prompt score maps out.
+
+Each method turns a (1, 3, H, W) RGB frame and the cached text embeddings
+(the prompts first, then the background prompts) into :class:`ScoreMaps`
+over a :class:`TileGrid` of the frame.  The maps then go through the same
+map-to-boxes step, whatever made them.
+
+- windows:   the walkthrough's sliding windows, all encoded in one batch.
+- dense:     one pass over the whole frame, one embedding per patch (MaskCLIP).
+- occlusion: the drop in similarity when each cell of the frame is masked.
+- classify:  whole-frame zero-shot classification, no maps to speak of.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .config import DetectorConfig
+from .frames import (aspect_input_size, centre_crop_square, crop_windows, normalise, resize)
+from .model import ClipModel
+from .tiles import TileGrid, grid_for_frame, resized_tile_px
+
+
+@dataclass(frozen=True)
+class ScoreMaps:
+    """Per-prompt maps over a grid of the frame, each (prompts, rows, cols).
+
+    `relevance` is what gets normalised and thresholded into regions;
+    `similarity` the raw cosine similarity a region reports; `probability`
+    the gate's probability (prompt against other prompts and background).
+    For windows and dense, relevance is the similarity itself.
+    """
+
+    grid: TileGrid
+    relevance: torch.Tensor
+    similarity: torch.Tensor
+    probability: torch.Tensor
+    frame_scores: torch.Tensor | None = None
+
+
+def unit_scores(embeddings: torch.Tensor, text: torch.Tensor, num_prompts: int,
+                logit_scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, K) cosine similarities to the prompts and their gate probabilities.
+
+    The probability is CLIP's own softmax, at the model's own temperature, over
+    the prompts plus the background prompts: quantities every CLIP checkpoint
+    is calibrated for, unlike a fixed similarity cut-off.
+    """
+    similarities = embeddings @ text.T
+    probabilities = torch.softmax(logit_scale * similarities, dim=1)
+    return similarities[:, :num_prompts], probabilities[:, :num_prompts]
+
+
+class WindowsMethod:
+    """Sliding windows of k x k tiles, cut from one resized frame, encoded in one batch."""
+
+    def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
+        self.model, self.config = model, config
+        self._plans: dict[tuple[int, int], _WindowPlan] = {}
+
+    def plan(self, frame_h: int, frame_w: int) -> "_WindowPlan":
+        key = (frame_h, frame_w)
+        if key not in self._plans:
+            grid = grid_for_frame(frame_w, frame_h, self.config)
+            self._plans = {key: _WindowPlan.build(grid, self.model.spec.image_px,
+                                                  self.model.device)}
+        return self._plans[key]
+
+    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        plan = self.plan(*pixels.shape[-2:])
+        spec = self.model.spec
+        image = normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
+        embeddings = self.model.encode_images(crop_windows(image, plan.rows_idx, plan.cols_idx))
+        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        # Each tile gets the mean over the windows that cover it (the
+        # walkthrough's scores / runs), as one matrix product.
+        sim_map, prob_map = (plan.tile_means(v) for v in (sims, probs))
+        return ScoreMaps(plan.grid, sim_map, sim_map, prob_map)
+
+
+@dataclass(frozen=True)
+class _WindowPlan:
+    grid: TileGrid
+    resized_h: int
+    resized_w: int
+    rows_idx: torch.Tensor     # (N, S) resized-pixel rows of each window crop
+    cols_idx: torch.Tensor
+    coverage: torch.Tensor     # (N, rows * cols) window-covers-tile
+    counts: torch.Tensor       # (rows * cols,) windows per tile
+
+    @classmethod
+    def build(cls, grid: TileGrid, input_px: int, device: torch.device) -> "_WindowPlan":
+        tile = resized_tile_px(input_px, grid.window_tiles)
+        offset = (grid.window_tiles * tile - input_px) // 2   # centre crop when k*tile > S
+        span = torch.arange(input_px)
+        origins = torch.as_tensor(grid.window_origins)
+        rows_idx = origins[:, :1] * tile + offset + span
+        cols_idx = origins[:, 1:] * tile + offset + span
+        coverage = torch.as_tensor(grid.coverage)
+        return cls(grid, grid.rows * tile, grid.cols * tile, rows_idx.to(device),
+                   cols_idx.to(device), coverage.to(device), coverage.sum(0).to(device))
+
+    def tile_means(self, values: torch.Tensor) -> torch.Tensor:
+        """(N, K) per-window values -> (K, rows, cols) mean over covering windows."""
+        means = (values.T @ self.coverage) / self.counts
+        return means.view(-1, self.grid.rows, self.grid.cols)
+
+
+class DenseMethod:
+    """One vision pass over the whole frame; every patch token scored (MaskCLIP)."""
+
+    def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
+        self.model, self.config = model, config
+
+    def input_size(self, frame_h: int, frame_w: int) -> tuple[int, int]:
+        short = self.config.dense_input_px
+        short = self.model.spec.image_px if short == "auto" else short
+        return aspect_input_size(frame_h, frame_w, short, self.model.spec.patch_px)
+
+    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        frame_h, frame_w = pixels.shape[-2:]
+        spec = self.model.spec
+        in_h, in_w = self.input_size(frame_h, frame_w)
+        image = normalise(resize(pixels, in_h, in_w, spec), spec)
+        patches = self.model.patch_embeddings(image, self.config.dense_variant)
+        sims, probs = unit_scores(patches, text, num_prompts, self.model.logit_scale)
+        rows, cols = in_h // spec.patch_px, in_w // spec.patch_px
+        grid = TileGrid(frame_w, frame_h, rows, cols)
+        sim_map = sims.T.reshape(-1, rows, cols)
+        return ScoreMaps(grid, sim_map, sim_map, probs.T.reshape(-1, rows, cols))
+
+
+class OcclusionMethod:
+    """Mask each cell of the frame in turn (all copies in one batch) and measure
+    how much each prompt's similarity drops: the cells it depends on."""
+
+    def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
+        self.model, self.config = model, config
+        self._dense = DenseMethod(model, config)   # same input size rule
+        self._masks: dict[tuple, tuple[TileGrid, torch.Tensor]] = {}
+
+    def _cell_masks(self, frame_h: int, frame_w: int, in_h: int, in_w: int):
+        key = (frame_h, frame_w, in_h, in_w)
+        if key not in self._masks:
+            cells = self.config.occlusion_cells
+            tile = min(frame_h, frame_w) / cells
+            grid = TileGrid(frame_w, frame_h, max(1, round(frame_h / tile)),
+                            max(1, round(frame_w / tile)))
+            keep = torch.ones(grid.rows * grid.cols, 1, in_h, in_w)
+            ys = (grid.y_edges * in_h / frame_h).round().astype(int)
+            xs = (grid.x_edges * in_w / frame_w).round().astype(int)
+            for i in range(grid.rows * grid.cols):
+                r, c = divmod(i, grid.cols)
+                keep[i, :, ys[r]:ys[r + 1], xs[c]:xs[c + 1]] = 0.0
+            self._masks = {key: (grid, keep.to(self.model.device))}
+        return self._masks[key]
+
+    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        frame_h, frame_w = pixels.shape[-2:]
+        spec = self.model.spec
+        in_h, in_w = self._dense.input_size(frame_h, frame_w)
+        image = normalise(resize(pixels, in_h, in_w, spec), spec)
+        grid, keep = self._cell_masks(frame_h, frame_w, in_h, in_w)
+        # Zero after normalisation is the dataset mean colour: a neutral mask.
+        batch = torch.cat([image, image * keep])
+        embeddings = self.model.encode_images(batch, any_size=True)
+        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        drop = (sims[:1] - sims[1:]).T.reshape(-1, grid.rows, grid.cols)
+        whole = lambda v: v[0].view(-1, 1, 1).expand_as(drop)
+        return ScoreMaps(grid, drop, whole(sims), whole(probs))
+
+
+class ClassifyMethod:
+    """Whole-frame zero-shot classification: softmax over the prompts only."""
+
+    def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
+        self.model, self.config = model, config
+
+    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        spec = self.model.spec
+        image = normalise(centre_crop_square(pixels, spec.image_px, spec), spec)
+        embedding = self.model.encode_images(image)
+        sims = (embedding @ text[:num_prompts].T)[0]
+        scores = torch.softmax(self.model.logit_scale * sims, dim=0)
+        grid = TileGrid(pixels.shape[-1], pixels.shape[-2], 1, 1)
+        cell = lambda v: v.view(-1, 1, 1)
+        return ScoreMaps(grid, cell(sims), cell(sims), cell(scores), frame_scores=scores)
+
+
+METHOD_CLASSES = {"windows": WindowsMethod, "dense": DenseMethod,
+                  "occlusion": OcclusionMethod, "classify": ClassifyMethod}
+
+
+def make_method(model: ClipModel, config: DetectorConfig):
+    return METHOD_CLASSES[config.method](model, config)

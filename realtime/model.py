@@ -1,0 +1,274 @@
+"""The CLIP model on its device: loading, text and image encoders, patch tokens.
+
+Everything the rest of the package needs to know about a checkpoint - its
+input size, patch size, resize rule, mean and std, temperature - is read here
+from the loaded model and processor, never assumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from .config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+_RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL codes -> torch modes
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its processor could not be loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How the checkpoint expects its images, read from its processor and config."""
+
+    image_px: int          # square input side the position embeddings were trained for
+    patch_px: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float         # pixel value multiplier before normalising (1/255)
+    resample: str          # torch interpolate mode matching the processor's PIL filter
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks cuda, then mps, then cpu; an unavailable device is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelLoadError(f"model.device: unknown device {name!r} (allowed: auto, cpu, cuda, "
+                             "cuda:N, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"model.device: {name} asked for, but this torch sees no CUDA "
+                             "device (use --device cpu or auto)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"model.device: {name} asked for, but MPS is not available")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` is bf16 (or fp16 on older GPUs) on CUDA and fp32 elsewhere."""
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"float32": torch.float32, "float16": torch.float16,
+            "bfloat16": torch.bfloat16}[name]
+
+
+def load_model(config: ModelConfig) -> "ClipModel":
+    """Load a CLIP checkpoint (hub id or local directory) onto its device."""
+    from transformers import AutoProcessor, CLIPModel
+
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, device)
+    source = config.name
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+    local = Path(source).expanduser()
+    if local.exists() and not local.is_dir():
+        raise ModelLoadError(f"--model {source}: is a file; pass the directory that holds "
+                             "config.json and the weights")
+    if local.is_dir():
+        source = str(local)
+    try:
+        processor = AutoProcessor.from_pretrained(source, local_files_only=offline)
+        model = CLIPModel.from_pretrained(source, local_files_only=offline, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelLoadError(_load_hint(config.name, local.is_dir(), exc)) from None
+    if model.config.model_type != "clip":
+        raise ModelLoadError(f"--model {config.name}: is a {model.config.model_type!r} model; "
+                             "a CLIP checkpoint (CLIPModel) is needed")
+    model.to(device).eval().requires_grad_(False)
+    return ClipModel(model, processor, device, dtype, config)
+
+
+def _load_hint(name: str, is_dir: bool, exc: Exception) -> str:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if is_dir:
+        return (f"--model {name}: cannot load a CLIP model and processor from this directory "
+                f"({reason[:160]}); it must hold what CLIPModel.save_pretrained and "
+                "CLIPProcessor.save_pretrained write")
+    return (f"--model {name}: not a local directory and could not be fetched from the Hugging "
+            f"Face Hub (offline or misspelt?). Download it once with network access, or pass "
+            f"--model DIR with a directory written by save_pretrained "
+            f"(e.g. models/shapes-clip). [{reason[:160]}]")
+
+
+def read_input_spec(model: torch.nn.Module, processor) -> InputSpec:
+    vision = model.config.vision_config
+    images = getattr(processor, "image_processor", processor)
+    mean = tuple(float(v) for v in images.image_mean) if images.do_normalize else (0.0,) * 3
+    std = tuple(float(v) for v in images.image_std) if images.do_normalize else (1.0,) * 3
+    rescale = float(images.rescale_factor) if images.do_rescale else 1.0
+    resample = _RESAMPLE_MODES.get(int(images.resample), "bicubic")
+    return InputSpec(int(vision.image_size), int(vision.patch_size), mean, std, rescale, resample)
+
+
+class ClipModel:
+    """A loaded CLIP on one device: normalised text and image embeddings.
+
+    Not thread-safe by design: one inference worker owns it.
+    """
+
+    def __init__(self, model, processor, device: torch.device, dtype: torch.dtype,
+                 config: ModelConfig | None = None) -> None:
+        self.hf_model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        self.device = device
+        self.dtype = dtype
+        self.config = config or ModelConfig()
+        self.spec = read_input_spec(model, processor)
+        self.logit_scale = float(model.logit_scale.detach().float().exp().clamp(max=100).item())
+        self.text_calls = 0          # how often the text encoder ran (prompt caching is tested)
+        self.max_batch = self.config.max_batch
+        self._graphs = _GraphCache() if (device.type == "cuda" and self.config.cuda_graphs) else None
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def max_text_tokens(self) -> int:
+        return int(self.hf_model.config.text_config.max_position_embeddings)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), D) unit-norm float32 text embeddings on the device."""
+        self.text_calls += 1
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+                                max_length=self.max_text_tokens, return_tensors="pt")
+        tokens = {k: v.to(self.device) for k, v in tokens.items()}
+        out = self.hf_model.get_text_features(**tokens)
+        return _unit(_pooled(out))
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor, any_size: bool = False) -> torch.Tensor:
+        """(N, D) unit-norm float32 embeddings of normalised (N, 3, S, S) pixels.
+
+        `any_size` accepts inputs other than S x S by interpolating the
+        position embeddings.  All images go in one batch unless `max_batch` is
+        set; a CUDA out-of-memory error halves the batch and retries, and the
+        smaller batch is kept for later frames.
+        """
+        pixels = pixels.to(self.dtype)
+        while True:
+            batch = self.max_batch or pixels.shape[0]
+            try:
+                parts = [self._vision(chunk, any_size) for chunk in pixels.split(batch)]
+                return _unit(torch.cat(parts).float())
+            except torch.OutOfMemoryError:
+                if batch <= 1:
+                    raise
+                self.max_batch = max(1, batch // 2)
+                log.warning("out of device memory with a batch of %d images; retrying with %d",
+                            batch, self.max_batch)
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+    def _vision(self, pixels: torch.Tensor, any_size: bool) -> torch.Tensor:
+        if any_size:
+            return _pooled(self.hf_model.get_image_features(pixel_values=pixels,
+                                                            interpolate_pos_encoding=True))
+        if self._graphs is not None:
+            return self._graphs.run(self._vision_eager, pixels)
+        return self._vision_eager(pixels)
+
+    def _vision_eager(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _pooled(self.hf_model.get_image_features(pixel_values=pixels))
+
+    @torch.inference_mode()
+    def patch_embeddings(self, pixels: torch.Tensor, variant: str = "maskclip") -> torch.Tensor:
+        """(H/p * W/p, D) unit-norm embeddings of each patch of one (1, 3, H, W) image.
+
+        Plain CLIP patch tokens localise poorly because the last block's
+        query-key attention mixes global context into every token.  MaskCLIP
+        (Zhou et al., ECCV 2022) replaces that attention by the value path;
+        ClearCLIP (Lan et al., ECCV 2024) also drops the residual and the MLP.
+        The result then goes through the same post-layernorm and projection as
+        the class token, so it is comparable with the text embeddings.
+        """
+        vision = self.hf_model.vision_model
+        hidden = vision.embeddings(pixels.to(self.dtype), interpolate_pos_encoding=True)
+        hidden = vision.pre_layrnorm(hidden)
+        *body, last = vision.encoder.layers
+        for layer in body:
+            hidden = _first(layer(hidden, None))
+        values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden)))
+        if variant == "maskclip":
+            values = values + hidden
+            values = values + last.mlp(last.layer_norm2(values))
+        tokens = vision.post_layernorm(values[:, 1:])
+        return _unit(self.hf_model.visual_projection(tokens)[0].float())
+
+
+class _GraphCache:
+    """CUDA graphs of the vision tower, one per input shape, replayed per frame.
+
+    A layout has one fixed batch shape, so after one capture every frame is a
+    single graph replay instead of hundreds of kernel launches.  Any failure
+    to capture falls back to eager execution for that shape.
+    """
+
+    def __init__(self) -> None:
+        self._graphs: dict[tuple, tuple] = {}
+        self._failed: set[tuple] = set()
+
+    def run(self, fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
+        key = (tuple(pixels.shape), pixels.dtype, pixels.device)
+        if key in self._failed:
+            return fn(pixels)
+        entry = self._graphs.get(key)
+        if entry is None:
+            entry = self._capture(fn, pixels, key)
+            if entry is None:
+                return fn(pixels)
+        graph, static_in, static_out = entry
+        static_in.copy_(pixels)
+        graph.replay()
+        return static_out.clone()
+
+    def _capture(self, fn, pixels: torch.Tensor, key: tuple):
+        try:
+            static_in = pixels.clone()
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                for _ in range(2):  # warm-up: lazy inits must not happen during capture
+                    fn(static_in)
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_out = fn(static_in)
+        except Exception as exc:  # capture is an optimisation: never fatal
+            log.warning("CUDA graph capture failed for shape %s (%s); running eagerly",
+                        tuple(pixels.shape), exc)
+            self._failed.add(key)
+            return None
+        self._graphs[key] = (graph, static_in, static_out)
+        return self._graphs[key]
+
+
+def _pooled(out) -> torch.Tensor:
+    """transformers 5 returns a model output from get_*_features; 4.x a tensor."""
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    return torch.nn.functional.normalize(x.float(), dim=-1)

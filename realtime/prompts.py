@@ -1,0 +1,91 @@
+"""Prompts: cleaning the user's texts and caching their CLIP text embeddings.
+
+The text encoder runs when the prompt set changes, never per frame: each
+distinct text is encoded once (all its templates in one batch with the other
+new texts) and kept.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable, Sequence
+
+import torch
+
+from .model import ClipModel
+
+log = logging.getLogger(__name__)
+
+
+class PromptError(ValueError):
+    """No usable prompt was given."""
+
+
+def clean_prompts(texts: Iterable[str]) -> tuple[str, ...]:
+    """Strip whitespace, drop empty texts, merge duplicates (first one wins).
+
+    Labels in the output are the prompts exactly as given, bar surrounding
+    whitespace.
+    """
+    seen: dict[str, None] = {}
+    for text in texts:
+        text = str(text).strip()
+        if text and text not in seen:
+            seen[text] = None
+    if not seen:
+        raise PromptError("no prompt given: pass --prompt TEXT (repeatable) or --prompts-file "
+                          "FILE with one prompt a line")
+    return tuple(seen)
+
+
+def read_prompts_file(path: str) -> tuple[str, ...]:
+    """One prompt per line; blank lines and lines starting with # are skipped."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f]
+    except OSError as exc:
+        raise PromptError(f"--prompts-file {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise PromptError(f"--prompts-file {path}: not UTF-8 text") from None
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+class PromptBank:
+    """Cached, template-averaged text embeddings for a CLIP model."""
+
+    def __init__(self, model: ClipModel, templates: Sequence[str] = ("{}",),
+                 background: Sequence[str] = ()) -> None:
+        self.model = model
+        self.templates = tuple(templates)
+        self.background = tuple(background)
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def embed(self, texts: Sequence[str]) -> torch.Tensor:
+        """(len(texts), D) unit-norm embeddings; only texts not seen before are encoded."""
+        new = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if new:
+            self._warn_if_truncated(new)
+            filled = [template.format(text) for text in new for template in self.templates]
+            embeddings = self.model.encode_text(filled).view(len(new), len(self.templates), -1)
+            # Prompt ensembling (Radford et al. 2021): average the template
+            # embeddings of one prompt, then renormalise.
+            averaged = torch.nn.functional.normalize(embeddings.mean(dim=1), dim=-1)
+            self._cache.update(zip(new, averaged))
+        return torch.stack([self._cache[t] for t in texts])
+
+    def with_background(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Embeddings of the prompts followed by the background prompts that are not
+        also prompts (a user may well look for "a wall")."""
+        folded = {p.casefold() for p in prompts}
+        background = [b for b in self.background if b.casefold() not in folded]
+        return self.embed(list(prompts) + background)
+
+    def _warn_if_truncated(self, texts: Sequence[str]) -> None:
+        limit = self.model.max_text_tokens
+        for text in texts:
+            for template in self.templates:
+                length = len(self.model.tokenizer(template.format(text)).input_ids)
+                if length > limit:
+                    log.warning("prompt %r is %d tokens long; the model reads the first %d",
+                                text, length, limit)
+                    break
