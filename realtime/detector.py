@@ -85,13 +85,14 @@ class Detector:
 
 
 def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
-    if isinstance(model, ClipModel):
-        return model
+    """A loaded model as is (anything with ClipModel's interface); otherwise load one."""
     if model is None:
         return load_model(ModelConfig())
     if isinstance(model, str):
         return load_model(ModelConfig(name=model))
-    return load_model(model)
+    if isinstance(model, ModelConfig):
+        return load_model(model)
+    return model
 
 
 def _to_host(maps: ScoreMaps):

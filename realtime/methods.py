@@ -74,10 +74,8 @@ class WindowsMethod:
         image = normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
         embeddings = self.model.encode_images(crop_windows(image, plan.rows_idx, plan.cols_idx))
         sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
-        # Each tile gets the mean over the windows that cover it (the
-        # walkthrough's scores / runs), as one matrix product.
-        sim_map, prob_map = (plan.tile_means(v) for v in (sims, probs))
-        return ScoreMaps(plan.grid, sim_map, sim_map, prob_map)
+        sim_map = plan.tile_means(sims)
+        return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs))
 
 
 @dataclass(frozen=True)
@@ -89,6 +87,8 @@ class _WindowPlan:
     cols_idx: torch.Tensor
     coverage: torch.Tensor     # (N, rows * cols) window-covers-tile
     counts: torch.Tensor       # (rows * cols,) windows per tile
+    pair_windows: torch.Tensor  # (P,) window of each (window, covered tile) pair
+    pair_tiles: torch.Tensor    # (P,) tile of each pair
 
     @classmethod
     def build(cls, grid: TileGrid, input_px: int, device: torch.device) -> "_WindowPlan":
@@ -99,13 +99,31 @@ class _WindowPlan:
         rows_idx = origins[:, :1] * tile + offset + span
         cols_idx = origins[:, 1:] * tile + offset + span
         coverage = torch.as_tensor(grid.coverage)
+        pair_windows, pair_tiles = coverage.nonzero(as_tuple=True)
         return cls(grid, grid.rows * tile, grid.cols * tile, rows_idx.to(device),
-                   cols_idx.to(device), coverage.to(device), coverage.sum(0).to(device))
+                   cols_idx.to(device), coverage.to(device), coverage.sum(0).to(device),
+                   pair_windows.to(device), pair_tiles.to(device))
 
     def tile_means(self, values: torch.Tensor) -> torch.Tensor:
-        """(N, K) per-window values -> (K, rows, cols) mean over covering windows."""
+        """(N, K) per-window values -> (K, rows, cols) mean over covering windows.
+
+        The walkthrough's scores / runs, as one matrix product.
+        """
         means = (values.T @ self.coverage) / self.counts
         return means.view(-1, self.grid.rows, self.grid.cols)
+
+    def tile_maxima(self, values: torch.Tensor) -> torch.Tensor:
+        """(N, K) per-window values -> (K, rows, cols) max over covering windows.
+
+        The gate reads the best window touching a region: an object well
+        inside the frame is fully seen by few of the windows over it, and a
+        mean would dilute that evidence with the windows that cut it.
+        """
+        out = values.new_zeros(values.shape[1], self.grid.rows * self.grid.cols)
+        src = values.T[:, self.pair_windows]
+        index = self.pair_tiles.expand_as(src)
+        out.scatter_reduce_(1, index, src, reduce="amax", include_self=False)
+        return out.view(-1, self.grid.rows, self.grid.cols)
 
 
 class DenseMethod:
