@@ -20,9 +20,11 @@ from typing import Any, Mapping
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
-# Generic scene descriptions that compete with the user's prompts in the
-# absence gate: a window is only claimed by a prompt when the prompt beats
-# these.  They name no object, so they transfer between CLIP checkpoints.
+# What a region may be instead of the user's prompt, in the absence gate: a
+# region is only claimed by a prompt that beats all of these.  Scene words
+# absorb empty regions; the few generic kinds ("an object", "an animal", "a
+# person") absorb things nobody asked for, so a prompt must name the thing
+# more specifically than they do.  None is tied to a checkpoint or a dataset.
 DEFAULT_BACKGROUND_PROMPTS = (
     "background",
     "a plain background",
@@ -31,6 +33,9 @@ DEFAULT_BACKGROUND_PROMPTS = (
     "a blurry photo",
     "a wall",
     "the floor",
+    "an object",
+    "an animal",
+    "a person",
 )
 
 METHODS = ("windows", "dense", "occlusion", "classify")
@@ -135,6 +140,14 @@ class AppConfig:
     hud: bool = _opt(True, "draw the fps / latency / device line")
     max_reconnects: int = _opt(0, "live sources: reopen at most this many times after a "
                                "failure; 0 = keep trying", lo=0)
+    reconnect_delay_max_s: float = _opt(4.0, "live sources: longest wait between two reopen "
+                                        "attempts (waits double from 0.25 s up to this)",
+                                        lo=0.0, hi=60.0)
+    prompts_file: str = _opt("", "file with one prompt a line (# starts a comment); its "
+                             "prompts are added to the others")
+    demo: bool = _opt(False, "play the generated moving-shapes scene instead of a source, with "
+                      "models/shapes-clip and the scene's captions unless a model or prompts "
+                      "are given")
     snapshot_dir: str = _opt(".", "where the s key writes PNG snapshots")
 
     def __post_init__(self) -> None:

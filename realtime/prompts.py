@@ -50,6 +50,14 @@ def read_prompts_file(path: str) -> tuple[str, ...]:
     return tuple(line for line in lines if line and not line.startswith("#"))
 
 
+def _bare(text: str) -> str:
+    """Lower case, without a leading article: "A Person" and "person" say the same."""
+    words = text.casefold().split()
+    if words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    return " ".join(words)
+
+
 class PromptBank:
     """Cached, template-averaged text embeddings for a CLIP model."""
 
@@ -75,9 +83,9 @@ class PromptBank:
 
     def with_background(self, prompts: Sequence[str]) -> torch.Tensor:
         """Embeddings of the prompts followed by the background prompts that are not
-        also prompts (a user may well look for "a wall")."""
-        folded = {p.casefold() for p in prompts}
-        background = [b for b in self.background if b.casefold() not in folded]
+        also prompts (a user may well look for "a wall" or "person")."""
+        asked = {_bare(p) for p in prompts}
+        background = [b for b in self.background if _bare(b) not in asked]
         return self.embed(list(prompts) + background)
 
     def _warn_if_truncated(self, texts: Sequence[str]) -> None:
