@@ -8,6 +8,8 @@ the device, so no per-crop CPU work exists.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,7 @@ class FrameUploader:
     def __init__(self, device: torch.device) -> None:
         self.device = device
         self._pinned: torch.Tensor | None = None
+        self._copied: torch.cuda.Event | None = None
 
     def __call__(self, frame_bgr: np.ndarray) -> torch.Tensor:
         if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
@@ -30,11 +33,14 @@ class FrameUploader:
         if self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape != host.shape:
                 self._pinned = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
-            # The caller reads each frame's result before the next upload, so
-            # the pinned buffer is free again when it is overwritten.
+            elif self._copied is not None:
+                self._copied.synchronize()     # the last async copy has left the buffer
             self._pinned.copy_(host)
-            host = self._pinned
-        pixels = host.to(self.device, non_blocking=True)
+            pixels = self._pinned.to(self.device, non_blocking=True)
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+        else:
+            pixels = host.to(self.device)
         return pixels.permute(2, 0, 1).flip(0).unsqueeze(0).float()
 
 
@@ -49,9 +55,18 @@ def resize(pixels: torch.Tensor, height: int, width: int, spec: InputSpec) -> to
 
 
 def normalise(pixels: torch.Tensor, spec: InputSpec) -> torch.Tensor:
-    mean = torch.tensor(spec.mean, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels * spec.rescale - mean) / std
+    """(pixels * rescale - mean) / std as one fused multiply-add."""
+    scale, shift = _scale_shift(spec, pixels.device)
+    return torch.addcmul(shift, pixels, scale)
+
+
+@functools.lru_cache(maxsize=16)
+def _scale_shift(spec: InputSpec, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Built once per device: a blocking host-to-device copy per frame would
+    # synchronise the GPU twice a frame.
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    return (spec.rescale / std).to(device), (-mean / std).to(device)
 
 
 def aspect_input_size(frame_h: int, frame_w: int, short_px: int, patch_px: int) -> tuple[int, int]:

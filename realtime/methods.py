@@ -72,7 +72,10 @@ class WindowsMethod:
         plan = self.plan(*pixels.shape[-2:])
         spec = self.model.spec
         image = normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
-        embeddings = self.model.encode_images(crop_windows(image, plan.rows_idx, plan.cols_idx))
+        # Cast before the gather: the crops (k^2 / stride^2 times the frame) are
+        # copied in the model's dtype, half the bytes in bf16.
+        crops = crop_windows(image.to(self.model.dtype), plan.rows_idx, plan.cols_idx)
+        embeddings = self.model.encode_images(crops)
         sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
         sim_map = plan.tile_means(sims)
         return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs))

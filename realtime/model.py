@@ -84,14 +84,25 @@ def load_model(config: ModelConfig) -> "ClipModel":
         source = str(local)
     try:
         processor = AutoProcessor.from_pretrained(source, local_files_only=offline)
-        model = CLIPModel.from_pretrained(source, local_files_only=offline, dtype=dtype)
+        # fp32 first, so the temperature is read before a bf16 cast rounds it
+        # (ln 100 becomes 4.594 in bf16: a 1% hotter softmax in the gate).
+        model = CLIPModel.from_pretrained(source, local_files_only=offline,
+                                          dtype=torch.float32, attn_implementation="sdpa")
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelLoadError(_load_hint(config.name, local.is_dir(), exc)) from None
     if model.config.model_type != "clip":
         raise ModelLoadError(f"--model {config.name}: is a {model.config.model_type!r} model; "
                              "a CLIP checkpoint (CLIPModel) is needed")
-    model.to(device).eval().requires_grad_(False)
-    return ClipModel(model, processor, device, dtype, config)
+    logit_scale = _temperature(model)
+    if device.type == "cuda" and dtype == torch.float32:
+        torch.set_float32_matmul_precision("high")    # TF32 tensor cores for fp32 runs
+    model.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return ClipModel(model, processor, device, dtype, config, logit_scale)
+
+
+def _temperature(model) -> float:
+    """CLIP's learned softmax temperature, exp(logit_scale), capped at 100 as in training."""
+    return float(model.logit_scale.detach().float().exp().clamp(max=100).item())
 
 
 def _load_hint(name: str, is_dir: bool, exc: Exception) -> str:
@@ -123,7 +134,7 @@ class ClipModel:
     """
 
     def __init__(self, model, processor, device: torch.device, dtype: torch.dtype,
-                 config: ModelConfig | None = None) -> None:
+                 config: ModelConfig | None = None, logit_scale: float | None = None) -> None:
         self.hf_model = model
         self.processor = processor
         self.tokenizer = processor.tokenizer
@@ -131,7 +142,7 @@ class ClipModel:
         self.dtype = dtype
         self.config = config or ModelConfig()
         self.spec = read_input_spec(model, processor)
-        self.logit_scale = float(model.logit_scale.detach().float().exp().clamp(max=100).item())
+        self.logit_scale = _temperature(model) if logit_scale is None else logit_scale
         self.text_calls = 0          # how often the text encoder ran (prompt caching is tested)
         self.max_batch = self.config.max_batch
         self._graphs = _GraphCache() if (device.type == "cuda" and self.config.cuda_graphs) else None
@@ -191,7 +202,14 @@ class ClipModel:
 
     @torch.inference_mode()
     def patch_embeddings(self, pixels: torch.Tensor, variant: str = "maskclip") -> torch.Tensor:
-        """(H/p * W/p, D) unit-norm embeddings of each patch of one (1, 3, H, W) image.
+        """(H/p * W/p, D) unit-norm embeddings of each patch of one (1, 3, H, W) image."""
+        pixels = pixels.to(self.dtype)
+        run = lambda x: self._patch_tokens(x, variant)
+        tokens = self._graphs.run(run, pixels, tag=variant) if self._graphs else run(pixels)
+        return _unit(tokens[0].float())
+
+    def _patch_tokens(self, pixels: torch.Tensor, variant: str) -> torch.Tensor:
+        """Projected patch tokens, (1, H/p * W/p, D), through the last block's value path.
 
         Plain CLIP patch tokens localise poorly because the last block's
         query-key attention mixes global context into every token.  MaskCLIP
@@ -201,7 +219,7 @@ class ClipModel:
         the class token, so it is comparable with the text embeddings.
         """
         vision = self.hf_model.vision_model
-        hidden = vision.embeddings(pixels.to(self.dtype), interpolate_pos_encoding=True)
+        hidden = vision.embeddings(pixels, interpolate_pos_encoding=True)
         hidden = vision.pre_layrnorm(hidden)
         *body, last = vision.encoder.layers
         for layer in body:
@@ -210,8 +228,7 @@ class ClipModel:
         if variant == "maskclip":
             values = values + hidden
             values = values + last.mlp(last.layer_norm2(values))
-        tokens = vision.post_layernorm(values[:, 1:])
-        return _unit(self.hf_model.visual_projection(tokens)[0].float())
+        return self.hf_model.visual_projection(vision.post_layernorm(values[:, 1:]))
 
 
 class _GraphCache:
@@ -226,8 +243,9 @@ class _GraphCache:
         self._graphs: dict[tuple, tuple] = {}
         self._failed: set[tuple] = set()
 
-    def run(self, fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor) -> torch.Tensor:
-        key = (tuple(pixels.shape), pixels.dtype, pixels.device)
+    def run(self, fn: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor,
+            tag: str = "") -> torch.Tensor:
+        key = (tag, tuple(pixels.shape), pixels.dtype, pixels.device)
         if key in self._failed:
             return fn(pixels)
         entry = self._graphs.get(key)
@@ -250,7 +268,9 @@ class _GraphCache:
                     fn(static_in)
             torch.cuda.current_stream().wait_stream(stream)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: the capture thread's own CUDA calls must not
+            # invalidate a capture running in the inference worker.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_out = fn(static_in)
         except Exception as exc:  # capture is an optimisation: never fatal
             log.warning("CUDA graph capture failed for shape %s (%s); running eagerly",
