@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Real-time zero-shot object detection with CLIP: the command line.
+
+    python main.py --source 0 --prompt "a red mug" --prompt "a cat"
+    python main.py --source video.mp4 --prompt "a person" --headless \\
+        --output annotated.mp4 --detections detections.jsonl
+    python main.py --demo
+
+Settings come from the defaults, then a --config YAML file, then the flags
+(each later one wins).  The help of each flag is the help of the
+configuration key it sets, so the two never disagree.  Exit codes: see
+realtime/app.py (0 done, 1 runtime failure, 2 input error, 130/143 signals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+
+from realtime.config import (METHODS, SECTIONS, Config, ConfigError, config_from_dict,
+                             field_help, load_config)
+
+# (flag, section, key, argparse options): one row per configuration flag.
+FLAGS: tuple[tuple[str, str, str, dict], ...] = (
+    ("--source", "app", "source", {"metavar": "SRC"}),
+    ("--model", "model", "name", {"metavar": "ID_OR_DIR"}),
+    ("--device", "model", "device", {"metavar": "DEVICE"}),
+    ("--dtype", "model", "dtype", {"choices": ("auto", "float32", "float16", "bfloat16")}),
+    ("--method", "detector", "method", {"choices": METHODS}),
+    ("--threshold", "detector", "threshold", {"type": float, "metavar": "T"}),
+    ("--gate", "detector", "gate", {"type": float, "metavar": "P"}),
+    ("--tile-px", "detector", "tile_px", {"metavar": "PX|auto"}),
+    ("--window-tiles", "detector", "window_tiles", {"type": int, "metavar": "K"}),
+    ("--stride-tiles", "detector", "stride_tiles", {"type": int, "metavar": "S"}),
+    ("--headless", "app", "headless", {"action": argparse.BooleanOptionalAction}),
+    ("--output", "app", "output", {"metavar": "PATH.mp4"}),
+    ("--detections", "app", "detections", {"metavar": "PATH.jsonl"}),
+    ("--max-frames", "app", "max_frames", {"type": int, "metavar": "N"}),
+    ("--realtime", "app", "realtime", {"action": argparse.BooleanOptionalAction}),
+    ("--fullscreen", "app", "fullscreen", {"action": argparse.BooleanOptionalAction}),
+    ("--heatmap", "app", "heatmap", {"action": argparse.BooleanOptionalAction}),
+    ("--hud", "app", "hud", {"action": argparse.BooleanOptionalAction}),
+    ("--max-reconnects", "app", "max_reconnects", {"type": int, "metavar": "N"}),
+    ("--snapshot-dir", "app", "snapshot_dir", {"metavar": "DIR"}),
+    ("--demo", "app", "demo", {"action": argparse.BooleanOptionalAction}),
+)
+
+KEYS_HELP = "keys in the window: q/Esc quit, space pause, h heat map, +/- threshold, s snapshot"
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit code 2, as argparse)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _tile_px(text: str):
+    if text == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer or auto (got {text!r})") from None
+
+
+def _default_text(section: str, key: str) -> str:
+    """"default: X", with the allowed range the configuration enforces."""
+    value = getattr(getattr(Config(), section), key)
+    text = ("on" if value else "off") if isinstance(value, bool) else (
+        "none" if value == "" else str(value))
+    meta = next(f.metadata for f in dataclasses.fields(SECTIONS[section]) if f.name == key)
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and hi is not None:
+        text += f"; range {lo:g}..{hi:g}"
+    elif lo is not None:
+        text += f"; at least {lo:g}"
+    return f"default: {text}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog="main.py",
+        description="Real-time zero-shot object detection with CLIP on a webcam, stream, "
+                    "video file, image or folder of images.",
+        epilog=f"{KEYS_HELP}. Exit codes: 0 done, 1 runtime failure, 2 input error, "
+               "130 Ctrl+C, 143 SIGTERM.")
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML preset (see configs/); flags override it (default: none)")
+    parser.add_argument("--prompt", action="append", metavar="TEXT",
+                        help=f"{field_help('app', 'prompts')}; repeat for several "
+                             "(default: none; --demo: the scene's captions)")
+    parser.add_argument("--prompts-file", metavar="FILE",
+                        help=f"{field_help('app', 'prompts_file')} (default: none)")
+    for flag, section, key, options in FLAGS:
+        options = dict(options)
+        if key == "tile_px":
+            options["type"] = _tile_px
+        help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
+        parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,
+                            **options)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Defaults, then --config, then the flags given; ConfigError names a bad key."""
+    config = load_config(args.config) if args.config else Config()
+    overrides: dict[str, dict] = {"model": {}, "detector": {}, "app": {}}
+    for _, section, key, _ in FLAGS:
+        value = getattr(args, f"{section}.{key}")
+        if value is not None:
+            overrides[section][key] = value
+    if args.prompt is not None or args.prompts_file is not None:
+        # Prompts on the command line replace those of the config file.
+        overrides["app"]["prompts"] = list(args.prompt or [])
+        overrides["app"]["prompts_file"] = args.prompts_file or ""
+    return config_from_dict(overrides, config)
+
+
+def _setup_logging() -> bool:
+    debug = os.environ.get("REALTIME_DEBUG", "") not in ("", "0")
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s: %(message)s", stream=sys.stderr)
+    return debug
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    debug = _setup_logging()
+    try:
+        config = config_from_args(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from realtime import app
+
+    try:
+        return app.run(config)
+    except KeyboardInterrupt:   # only before the handlers are installed
+        print("stopped by SIGINT", file=sys.stderr)
+        return app.EXIT_SIGINT
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set REALTIME_DEBUG=1 for the traceback)", file=sys.stderr)
+        return app.EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Outputs: the annotated video and the JSON Lines file, safe on every exit path.
+
+Both writers are context managers and are closed in a ``finally``: the video
+is finalised (an mp4 only plays once its index is written on release) and the
+JSON Lines file holds whole lines only - each line is written with a single
+call and flushed, so whatever stops the run, every line already produced is
+complete and on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+# Containers and the codec each is written with: mp4v is in every OpenCV
+# build with FFmpeg (H.264 encoders often are not), MJPG in every build.
+VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
+
+
+class OutputError(ValueError):
+    """An output path cannot be written (an input error when found before the run)."""
+
+
+def check_output_path(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
+    """Fail now, with one line, if `path` could not be written later.
+
+    The check creates the file for a moment (and removes it again when it did
+    not exist), because permission bits alone do not tell: root ignores them
+    and read-only mounts do not show in them.
+    """
+    target = Path(path).expanduser()
+    if target.is_dir():
+        raise OutputError(f"{flag} {path}: is a folder; give a file name")
+    if suffixes is not None and target.suffix.lower() not in suffixes:
+        raise OutputError(f"{flag} {path}: unsupported file type "
+                          f"{target.suffix or '(no suffix)'!r} (allowed: {', '.join(suffixes)})")
+    if not target.parent.is_dir():
+        raise OutputError(f"{flag} {path}: folder {target.parent} does not exist")
+    existed = target.exists()
+    try:
+        with open(target, "ab"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None
+    if not existed:
+        target.unlink(missing_ok=True)
+    return target
+
+
+class VideoOutput:
+    """An annotated video of the source's size and frame rate.
+
+    Frames of another size (a folder of mixed images) are scaled to it, since
+    a video has one frame size.
+    """
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int) -> None:
+        self.path = Path(path)
+        self.size = (int(width), int(height))
+        self.frames_written = 0
+        codec = VIDEO_CODECS.get(self.path.suffix.lower(), "mp4v")
+        self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*codec),
+                                       float(fps), self.size)
+        if not self._writer.isOpened():
+            self._writer.release()
+            raise OutputError(f"--output {path}: cannot open a {codec} video writer for "
+                              f"{width}x{height} at {fps:g} fps")
+
+    def write(self, image: np.ndarray) -> None:
+        if (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        self._writer.write(image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+
+    def __enter__(self) -> "VideoOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class JsonlOutput:
+    """One JSON object a line, one line per processed frame, flushed as it goes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.lines_written = 0
+        try:
+            self._file = open(self.path, "w", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise OutputError(f"--detections {path}: cannot write "
+                              f"({exc.strerror or exc})") from None
+
+    def write(self, record: dict[str, Any]) -> None:
+        # One write of a whole line, then flush: a stop between two records
+        # never leaves half a line behind.
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.lines_written += 1
+
+    def close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.flush()
+            try:
+                os.fsync(self._file.fileno())
+            except OSError:
+                pass   # not every file system syncs (pipes, /dev/null)
+            self._file.close()
+
+    def __enter__(self) -> "JsonlOutput":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Outputs:
+    """The optional video and JSON Lines outputs of a run, written and closed together."""
+
+    def __init__(self, video: VideoOutput | None = None, jsonl: JsonlOutput | None = None) -> None:
+        self.video, self.jsonl = video, jsonl
+
+    def write_frame(self, image: np.ndarray) -> None:
+        if self.video is not None:
+            self.video.write(image)
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        if self.jsonl is not None:
+            self.jsonl.write(record)
+
+    def close(self) -> None:
+        """Close both, even when closing the first fails."""
+        try:
+            if self.video is not None:
+                self.video.close()
+        finally:
+            if self.jsonl is not None:
+                self.jsonl.close()
+
+    def __enter__(self) -> "Outputs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_outputs(video_path: str, jsonl_path: str, fps: float, width: int,
+                 height: int) -> Outputs:
+    """Open the outputs asked for ("" = none); nothing stays open if one fails."""
+    video = VideoOutput(video_path, fps, width, height) if video_path else None
+    try:
+        jsonl = JsonlOutput(jsonl_path) if jsonl_path else None
+    except Exception:
+        if video is not None:
+            video.close()
+        raise
+    return Outputs(video, jsonl)

@@ -1,0 +1,143 @@
+"""The inference stage: one thread owns the detector (and so the model and device).
+
+It takes frames from its inbox - the newest one (a :class:`LatestSlot`, live
+sources) or every one in order (a :class:`BoundedQueue`, files) - and puts a
+:class:`Result`, tagged with the frame it belongs to, into its outbox.
+Runtime changes (threshold, prompts) arrive on a small control queue and are
+applied between frames, so the detector is only ever touched by this thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .capture import Buffer, CaptureEnd, Frame
+from .detections import Detections
+
+log = logging.getLogger(__name__)
+
+MAX_FAILURES_IN_A_ROW = 3   # one bad frame is skipped; a detector that keeps failing is fatal
+
+
+@dataclass(frozen=True, eq=False)
+class Result:
+    """The detections of one frame, and when they were ready (time.monotonic())."""
+
+    frame: Frame
+    detections: Detections
+    finished_at: float
+
+    @property
+    def latency_ms(self) -> float:
+        """Capture-to-result latency."""
+        return (self.finished_at - self.frame.captured_at) * 1000.0
+
+
+@dataclass(frozen=True)
+class WorkerError:
+    """The detector kept failing; `message` is one line."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class SetThreshold:
+    value: float
+
+
+@dataclass(frozen=True)
+class SetPrompts:
+    prompts: tuple[str, ...]
+
+
+class Worker:
+    """The inference thread.  `detector` needs ``detect(image, index, timestamp_s)``,
+    a ``config`` (a DetectorConfig) and ``set_prompts``."""
+
+    def __init__(self, detector, inbox: Buffer, outbox: Buffer, stop: threading.Event) -> None:
+        self.detector, self.inbox, self.outbox, self.stop = detector, inbox, outbox, stop
+        self.control: queue.Queue = queue.Queue(maxsize=16)
+        self.failed_frames = 0
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+
+    def start(self) -> "Worker":
+        self._thread.start()
+        return self
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def send(self, message: SetThreshold | SetPrompts) -> bool:
+        """Queue a runtime change; False (dropped) if the worker is far behind on them."""
+        try:
+            self.control.put_nowait(message)
+            return True
+        except queue.Full:
+            return False
+
+    def _run(self) -> None:
+        try:
+            self._loop()
+        except Exception as exc:  # never leave the render loop waiting for a dead thread
+            log.debug("inference thread failed", exc_info=True)
+            self.outbox.put(WorkerError(f"inference thread failed: {type(exc).__name__}: "
+                                        f"{exc}".splitlines()[0]), self.stop)
+
+    def _loop(self) -> None:
+        failures = 0
+        while not self.stop.is_set():
+            item = self.inbox.get(timeout_s=0.1)
+            self._apply_controls()   # after the wait: a change sent meanwhile counts now
+            if item is None:
+                continue
+            if isinstance(item, CaptureEnd):
+                self.outbox.put(item, self.stop)
+                return
+            result, error = self._detect(item)
+            if result is not None:
+                failures = 0
+                if not self.outbox.put(result, self.stop):
+                    return
+                continue
+            failures += 1
+            if failures >= MAX_FAILURES_IN_A_ROW:
+                self.outbox.put(WorkerError(f"inference failed on {failures} frames in a row: "
+                                            f"{error}"), self.stop)
+                return
+
+    def _detect(self, frame: Frame) -> tuple[Result | None, str]:
+        try:
+            detections = self.detector.detect(frame.image, frame.index, frame.timestamp_s)
+        except Exception as exc:
+            self.failed_frames += 1
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log.warning("frame %d skipped: inference failed (%s)", frame.index, error)
+            log.debug("inference failure", exc_info=True)
+            return None, error
+        return Result(frame, detections, time.monotonic()), ""
+
+    def _apply_controls(self) -> None:
+        while True:
+            try:
+                message = self.control.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._apply(message)
+            except Exception as exc:  # a bad runtime change must not kill inference
+                log.warning("could not apply %s: %s", message, exc)
+
+    def _apply(self, message: Any) -> None:
+        if isinstance(message, SetThreshold):
+            self.detector.config = dataclasses.replace(self.detector.config,
+                                                       threshold=message.value)
+        elif isinstance(message, SetPrompts):
+            self.detector.set_prompts(message.prompts)
+

@@ -1,0 +1,299 @@
+"""The application in-process, with fake detectors, cameras and displays: file and live
+pipelines, keys, orderly shutdown from each cause, input errors before any work."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import (FakeCamera, FakeFactory, RecordingDisplay, app_config, pipeline_threads,
+                      read_video, write_video)
+from realtime import app
+from realtime.config import DEFAULT_MODEL, config_from_dict
+from realtime.render import label_colour
+
+
+def jsonl(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def stderr_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------- files
+
+
+def test_headless_file_run_pairs_every_frame_with_its_own_detections(tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 24, size=(160, 120), fps=10.0)
+    out, dets = tmp_path / "out.mp4", tmp_path / "d.jsonl"
+    factory = FakeFactory()
+    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets)),
+                   detector_factory=factory)
+    assert code == 0
+    records = jsonl(dets)
+    assert [r["frame"] for r in records] == list(range(24))
+    assert [r["t"] for r in records] == pytest.approx([i / 10 for i in range(24)])
+    assert all(r["detections"] == [{"label": "a red circle", "box": [40.0, 30.0, 120.0, 90.0],
+                                    "score": 0.87, "similarity": 0.31}] for r in records)
+    assert factory.built[0].seen == list(range(24))          # inference saw every frame
+    assert read_video(out) == (24, 160, 120, 10.0)
+    annotated = cv2.VideoCapture(str(out)).read()[1]
+    left_edge = annotated[35:85, 40:43].reshape(-1, 3).astype(int)
+    assert np.abs(left_edge.mean(0) - label_colour(0)).max() < 60   # the box is in the video
+    assert stderr_lines(capsys)[-1] == ("done: 24 frames processed, 0 unreadable frames "
+                                        "skipped, 0 reconnects")
+    assert pipeline_threads() == []
+
+
+def test_folder_of_images_is_processed_in_order(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"img{i}.png"), np.full((48, 64, 3), 50 * i, np.uint8))
+    dets, out = tmp_path / "d.jsonl", tmp_path / "o.avi"
+    assert app.run(app_config(source=str(folder), detections=str(dets), output=str(out)),
+                   detector_factory=FakeFactory()) == 0
+    assert [(r["frame"], r["t"]) for r in jsonl(dets)] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    assert read_video(out) == (3, 64, 48, 1.0)
+
+
+def test_max_frames_stops_a_file_early(tmp_path, video_file):
+    dets = tmp_path / "d.jsonl"
+    assert app.run(app_config(source=str(video_file), detections=str(dets), max_frames=5),
+                   detector_factory=FakeFactory()) == 0
+    assert [r["frame"] for r in jsonl(dets)] == [0, 1, 2, 3, 4]
+
+
+def test_realtime_flag_plays_a_file_at_its_rate_and_drops_inference_frames(tmp_path):
+    video = write_video(tmp_path / "v.mp4", 30, fps=30.0)
+    dets, display = tmp_path / "d.jsonl", RecordingDisplay()
+    start = time.monotonic()
+    code = app.run(app_config(source=str(video), detections=str(dets), realtime=True),
+                   detector_factory=FakeFactory(delay_s=0.1), display=display)
+    assert code == 0 and time.monotonic() - start >= 0.9   # 30 frames at 30 fps: >= ~1 s
+    frames = [r["frame"] for r in jsonl(dets)]
+    assert frames == sorted(set(frames)) and len(frames) < 30   # inference skipped frames
+    assert display.shown > len(frames)                            # the window did not
+
+
+# --------------------------------------------------------------------------- live
+
+
+def test_live_render_loop_keeps_its_rate_with_a_slow_detector():
+    camera = FakeCamera(fps=100, size=(64, 48))
+    display, lags, sizes, processed = RecordingDisplay(), [], [], []
+
+    def watch(loop):
+        view = loop.view
+        if view.detections is not None:
+            lags.append(view.frame.index - view.detections.frame_index)
+        sizes.append((loop.results.qsize(), loop.frames.qsize()))
+        processed.append(loop.processed)
+
+    code = app.run(app_config(max_frames=150), detector_factory=FakeFactory(delay_s=0.1),
+                   display=display, reader=camera, on_frame=watch)
+    assert code == 0
+    # Most of the 150 camera frames were shown, while inference (10 fps) saw only a few...
+    assert display.shown >= 75 and display.shown >= 3 * processed[-1] > 0
+    # ...about recent frames: the lag stays bounded (a FIFO would fall 100+ frames
+    # behind), and so do the buffers.
+    assert max(lags) <= 40
+    assert all(r <= app.RESULTS_LIVE and f <= 1 for r, f in sizes)
+
+
+def demo_config(**app_keys):
+    """--demo with a stand-in model name (the fake factory loads nothing)."""
+    app_keys = {"demo": True, "prompts": [], "headless": True, **app_keys}
+    return config_from_dict({"model": {"name": "fake-model"}, "app": app_keys})
+
+
+def test_demo_headless_is_deterministic_and_every_frame(tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        dets = tmp_path / f"{name}.jsonl"
+        config = demo_config(detections=str(dets), max_frames=8)
+        assert app.run(config, detector_factory=FakeFactory()) == 0
+        runs.append(dets.read_text())
+    records = [json.loads(line) for line in runs[0].splitlines()]
+    assert runs[0] == runs[1] and [r["frame"] for r in records] == list(range(8))
+    assert [r["t"] for r in records] == pytest.approx([i / 30 for i in range(8)], abs=1e-6)
+
+
+def test_demo_defaults_to_the_shapes_model_and_the_scene_captions():
+    config = app.with_demo_defaults(app_config(demo=True, prompts=[]))
+    assert config.model.name.endswith(os.path.join("models", "shapes-clip"))
+    prompts = app.resolve_prompts(config)
+    assert prompts and all(p.startswith("a ") for p in prompts)
+    mine = config_from_dict({"model": {"name": "my-model"}, "app": {"demo": True}})
+    assert app.with_demo_defaults(mine).model.name == "my-model"
+    assert app.with_demo_defaults(app_config()).model.name == DEFAULT_MODEL
+
+
+@pytest.mark.skipif((app.SHAPES_MODEL / "config.json").exists(), reason="the model exists")
+def test_demo_without_its_trained_model_says_how_to_get_it(capsys):
+    factory = FakeFactory()
+    assert app.run(app_config(demo=True, prompts=[]), detector_factory=factory) == 2
+    assert "train_shapes_clip.py" in stderr_lines(capsys)[-1] and factory.built == []
+
+
+def test_demo_in_a_window_plays_like_a_camera():
+    display = RecordingDisplay()
+    start = time.monotonic()
+    code = app.run(demo_config(headless=False, max_frames=15),
+                   detector_factory=FakeFactory(), display=display)
+    assert code == 0 and display.shown >= 10
+    assert time.monotonic() - start >= 0.4      # paced at 30 fps: 15 frames take ~0.5 s
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def test_keys_change_threshold_heatmap_pause_and_write_snapshots(tmp_path, video_file):
+    keys = {2: ord("+"), 3: ord("h"), 4: ord("s"), 6: ord("-"), 7: ord("-")}
+    display, factory = RecordingDisplay(keys), FakeFactory()
+    seen = {}
+
+    def watch(loop):
+        seen[display.shown] = (loop.view.threshold, loop.view.heatmap)
+
+    code = app.run(app_config(source=str(video_file), snapshot_dir=str(tmp_path)),
+                   detector_factory=factory, display=display, on_frame=watch)
+    assert code == 0
+    assert seen[2] == (0.55, False) and seen[3] == (0.55, True) and seen[7] == (0.45, True)
+    thresholds = factory.built[0].thresholds
+    assert 0.55 in thresholds and thresholds[-1] == 0.45   # the worker's detector got them
+    snapshots = list(tmp_path.glob("snapshot-*.png"))
+    assert len(snapshots) == 1 and cv2.imread(str(snapshots[0])).shape == (120, 160, 3)
+
+
+def test_space_pauses_a_file_and_space_resumes(tmp_path, video_file):
+    class PausingDisplay(RecordingDisplay):
+        def show(self, image):
+            key = super().show(image)
+            if self.shown == 3:
+                return ord(" ")
+            if self.shown == 8:          # five redraws while paused, then resume
+                return ord(" ")
+            return key
+
+    display, frames = PausingDisplay(), []
+    code = app.run(app_config(source=str(video_file)), detector_factory=FakeFactory(),
+                   display=display, on_frame=lambda loop: frames.append(loop.view.frame.index))
+    assert code == 0 and frames == list(range(24))      # nothing lost to the pause
+    assert display.shown > 24                            # the paused frame was redrawn
+
+
+# --------------------------------------------------------------------------- shutdown
+
+
+@pytest.mark.parametrize("key", [ord("q"), 27])
+def test_quit_key_stops_everything_quickly_and_keeps_the_outputs(tmp_path, key):
+    video = write_video(tmp_path / "long.mp4", 120)
+    out, dets = tmp_path / "o.mp4", tmp_path / "d.jsonl"
+    start = time.monotonic()
+    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets)),
+                   detector_factory=FakeFactory(delay_s=0.01),
+                   display=RecordingDisplay({5: key}))
+    assert code == 0 and time.monotonic() - start < 10
+    assert pipeline_threads() == []
+    lines = jsonl(dets)
+    assert [r["frame"] for r in lines] == list(range(len(lines))) and 5 <= len(lines) < 120
+    assert read_video(out)[0] == len(lines)
+
+
+def test_source_failure_stops_the_run_with_exit_1_and_one_line(tmp_path, capsys):
+    class Failing(FakeCamera):
+        def read(self):
+            if self.frames_read >= 10:
+                raise OSError("USB device disconnected")
+            return super().read()
+
+    dets = tmp_path / "d.jsonl"
+    code = app.run(app_config(detections=str(dets)), detector_factory=FakeFactory(),
+                   reader=Failing(fps=200), display=RecordingDisplay())
+    assert code == 1 and pipeline_threads() == []
+    last = stderr_lines(capsys)[-1]
+    assert last.startswith("error: source failed: OSError: USB device disconnected")
+    assert all(json.loads(line) for line in dets.read_text().splitlines())
+
+
+def test_inference_that_keeps_failing_stops_the_run_with_exit_1(tmp_path, video_file, capsys):
+    code = app.run(app_config(source=str(video_file)),
+                   detector_factory=FakeFactory(fail_on={"all"}))
+    assert code == 1 and pipeline_threads() == []
+    assert "inference failed on 3 frames in a row" in stderr_lines(capsys)[-1]
+
+
+def test_sigterm_stops_cleanly_with_complete_outputs(tmp_path, capsys):
+    video = write_video(tmp_path / "long.mp4", 200)
+    out, dets = tmp_path / "o.mp4", tmp_path / "d.jsonl"
+
+    def terminate(loop):
+        if loop.processed == 6:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets)),
+                   detector_factory=FakeFactory(), on_frame=terminate)
+    assert code == 143 and signal.getsignal(signal.SIGTERM) == previous
+    lines = jsonl(dets)
+    assert 6 <= len(lines) < 200 and read_video(out)[0] == len(lines)
+    assert stderr_lines(capsys)[-1].startswith("stopped by SIGTERM:")
+    assert pipeline_threads() == []
+
+
+# --------------------------------------------------------------------------- input errors
+
+
+def assert_input_error(capsys, code: int, *fragments: str) -> None:
+    lines = stderr_lines(capsys)
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_input_errors_exit_2_with_one_line_before_any_model_is_loaded(tmp_path, capsys,
+                                                                      video_file, monkeypatch):
+    factory = FakeFactory()
+    cases = [
+        (dict(source=str(tmp_path / "nope.mp4")), ("no such file",)),
+        (dict(source="97", output=str(tmp_path / "no" / "o.mp4")), ("--output", "does not exist")),
+        (dict(source=str(video_file), detections=str(tmp_path)), ("--detections", "is a folder")),
+        (dict(source=str(video_file), prompts=["", "   "]), ("no prompt given",)),
+        (dict(source=str(video_file), prompts_file=str(tmp_path / "none.txt")),
+         ("--prompts-file",)),
+    ]
+    for app_keys, fragments in cases:
+        assert_input_error(capsys, app.run(app_config(**app_keys), detector_factory=factory),
+                           *fragments)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    assert_input_error(capsys, app.run(app_config(source=str(video_file), headless=False),
+                                       detector_factory=factory), "app.headless", "--headless")
+    assert factory.built == []
+
+
+def test_window_larger_than_the_tile_grid_is_an_input_error_before_the_model(capsys,
+                                                                            video_file):
+    factory = FakeFactory()
+    config = config_from_dict({"detector": {"tile_px": 80, "window_tiles": 4},
+                               "app": {"source": str(video_file), "prompts": ["x"],
+                                       "headless": True}})
+    assert_input_error(capsys, app.run(config, detector_factory=factory),
+                       "detector.window_tiles", "must be 1..2", "160x120")
+    assert factory.built == []
+
+
+def test_a_model_that_cannot_be_loaded_is_an_input_error(tmp_path, capsys, video_file):
+    (tmp_path / "empty-model").mkdir()
+    config = config_from_dict({"model": {"name": str(tmp_path / "empty-model"), "device": "cpu"},
+                               "app": {"source": str(video_file), "prompts": ["x"],
+                                       "headless": True}})
+    assert_input_error(capsys, app.run(config), "--model", "empty-model")

@@ -1,0 +1,144 @@
+"""The live window under Xvfb: a screenshot shows the frame with a drawn box and label.
+
+Needs the Xvfb binary (Debian package `xvfb`) and nothing else: Xvfb's
+``-fbdir`` keeps the screen in a file in XWD format, which is the screenshot.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from realtime.render import label_colour
+
+pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None,
+                                reason="Xvfb is not installed (apt-get install -y xvfb)")
+
+SCREEN = (800, 600)
+FRAME = (320, 240)
+BACKGROUND = (40, 120, 40)          # BGR: a green no drawn element uses
+CHILD = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from conftest import FakeFactory, app_config
+from realtime import app
+config = app_config(source={video!r}, headless=False, realtime=True, fullscreen={fullscreen})
+sys.exit(app.run(config, detector_factory=FakeFactory()))
+"""
+
+
+def read_xwd(path: Path) -> np.ndarray:
+    """The screen as a BGR image, from an XWD file of a 24/32-bit TrueColor screen."""
+    data = path.read_bytes()
+    header = struct.unpack(">25I", data[:100])
+    if header[1] != 7:                                   # file_version: try little endian
+        header = struct.unpack("<25I", data[:100])
+    header_size, width, height = header[0], header[4], header[5]
+    bits_per_pixel, bytes_per_line, ncolors = header[11], header[12], header[19]
+    assert bits_per_pixel == 32, f"unexpected {bits_per_pixel} bits per pixel"
+    offset = header_size + ncolors * 12
+    rows = np.frombuffer(data, np.uint8, bytes_per_line * height, offset)
+    pixels = rows.reshape(height, bytes_per_line)[:, :width * 4].reshape(height, width, 4)
+    return pixels[:, :, :3].copy()                      # B, G, R, pad in memory (LSB first)
+
+
+@pytest.fixture
+def xvfb(tmp_path):
+    """A private X server; yields (display, framebuffer file)."""
+    fbdir = tmp_path / "fb"
+    fbdir.mkdir()
+    read_fd, write_fd = os.pipe()
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
+         "-fbdir", str(fbdir), "-nolisten", "tcp"],
+        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as pipe:
+            display = pipe.readline().strip()           # Xvfb writes it once it is ready
+        assert display, "Xvfb did not start"
+        yield f":{display}", fbdir / "Xvfb_screen0"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def frame_box(screen: np.ndarray) -> tuple[int, int, int, int] | None:
+    """Bounding box (x1, y1, x2, y2) of the video frame's background colour on screen."""
+    mask = np.all(np.abs(screen.astype(int) - BACKGROUND) <= 12, axis=-1)
+    if mask.sum() < 2000:
+        return None
+    ys, xs = np.nonzero(mask)
+    x1, x2, y2 = int(xs.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    # The HUD hides the frame's top rows: the top follows from the kept aspect ratio.
+    return x1, y2 - round((x2 - x1) * FRAME[1] / FRAME[0]), x2, y2
+
+
+def near(region: np.ndarray, bgr, tolerance: int = 45) -> float:
+    """Fraction of pixels of `region` close to the colour `bgr`."""
+    close = np.all(np.abs(region.astype(int) - np.array(bgr)) <= tolerance, axis=-1)
+    return float(close.mean())
+
+
+def shows_detection(screen: np.ndarray) -> bool:
+    box = frame_box(screen)
+    if box is None:
+        return False
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    colour = label_colour(0)
+    # FakeDetector's box spans the middle half of the frame, its tag sits above it.
+    left_edge = screen[y1 + h * 3 // 8:y1 + h * 5 // 8, x1 + w // 4 - 1:x1 + w // 4 + 3]
+    tag = screen[y1 + h // 4 - max(8, h // 24):y1 + h // 4 - 2, x1 + w // 4:x1 + w // 4 + w // 10]
+    return near(left_edge, colour) > 0.5 and near(tag, colour) > 0.3
+
+
+@pytest.mark.parametrize("fullscreen", [False, True], ids=["window", "fullscreen"])
+def test_window_shows_the_frame_with_a_drawn_box_and_label(tmp_path, xvfb, fullscreen):
+    display, framebuffer = xvfb
+    video = tmp_path / "flat.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, FRAME)
+    for _ in range(300):                                 # 30 s at 10 fps: time to look
+        writer.write(np.full((FRAME[1], FRAME[0], 3), BACKGROUND, np.uint8))
+    writer.release()
+    script = tmp_path / "window_app.py"
+    script.write_text(CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), video=str(video),
+                                   fullscreen=fullscreen))
+    env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    child = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    screen = None
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and child.poll() is None:
+            screen = read_xwd(framebuffer)
+            if shows_detection(screen):
+                break
+            time.sleep(0.2)
+        cv2.imwrite(str(tmp_path / "screenshot.png"), screen if screen is not None else 0)
+        assert child.poll() is None, child.communicate()[1]
+        assert shows_detection(screen), f"no box on screen; see {tmp_path / 'screenshot.png'}"
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 143, err
+    x1, y1, x2, y2 = frame_box(screen)
+    hud = screen[y1 + 2:y1 + 6, x1 + 2:x1 + 40]
+    assert near(hud, (32, 32, 32), tolerance=6) > 0.5             # the HUD strip is drawn
+    if fullscreen:                                      # 4:3 frame on a 4:3 screen: all of it
+        assert (x2 - x1, y2 - y1) == SCREEN
+    else:
+        assert abs((x2 - x1) - FRAME[0]) <= 8 and abs((y2 - y1) - FRAME[1]) <= 8
