@@ -9,6 +9,7 @@ Usable on its own, with no window or thread::
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Sequence
 
@@ -44,6 +45,10 @@ class Detector:
         """Change what to look for; only prompts not seen before are encoded."""
         self.labels = clean_prompts(prompts)
         self._text = self.bank.with_background(self.labels)
+
+    def set_threshold(self, threshold: float) -> None:
+        """Change the cut on the normalised maps (validated like any config value)."""
+        self.config = dataclasses.replace(self.config, threshold=threshold)
 
     def __call__(self, frame_bgr: np.ndarray, frame_index: int = 0,
                  timestamp_s: float = 0.0) -> Detections:

@@ -9,7 +9,6 @@ applied between frames, so the detector is only ever touched by this thread.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import queue
 import threading
@@ -58,7 +57,7 @@ class SetPrompts:
 
 class Worker:
     """The inference thread.  `detector` needs ``detect(image, index, timestamp_s)``,
-    a ``config`` (a DetectorConfig) and ``set_prompts``."""
+    ``set_threshold`` and ``set_prompts``."""
 
     def __init__(self, detector, inbox: Buffer, outbox: Buffer, stop: threading.Event) -> None:
         self.detector, self.inbox, self.outbox, self.stop = detector, inbox, outbox, stop
@@ -136,8 +135,7 @@ class Worker:
 
     def _apply(self, message: Any) -> None:
         if isinstance(message, SetThreshold):
-            self.detector.config = dataclasses.replace(self.detector.config,
-                                                       threshold=message.value)
+            self.detector.set_threshold(message.value)
         elif isinstance(message, SetPrompts):
             self.detector.set_prompts(message.prompts)
 

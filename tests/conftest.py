@@ -6,6 +6,7 @@ Tests marked ``slow`` take tens of seconds; deselect them with ``-m "not slow"``
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -104,6 +105,9 @@ class FakeDetector:
 
     def set_prompts(self, prompts) -> None:
         self.labels = tuple(prompts)
+
+    def set_threshold(self, threshold: float) -> None:
+        self.config = dataclasses.replace(self.config, threshold=threshold)
 
     def detect(self, image, frame_index=0, timestamp_s=0.0) -> Detections:
         self.seen.append(frame_index)
