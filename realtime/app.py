@@ -253,6 +253,8 @@ class Summary:
     reconnects: int = 0
     failed_frames: int = 0
     error: str = ""
+    frames_shown: int = 0
+    elapsed_s: float = 0.0
 
     @property
     def exit_code(self) -> int:
@@ -262,6 +264,10 @@ class Summary:
     def line(self) -> str:
         counts = (f"{self.frames_processed} frames processed, {self.frames_skipped} unreadable "
                   f"frames skipped, {self.reconnects} reconnects")
+        if self.elapsed_s > 0:
+            counts += (f", {self.frames_shown} frames shown in {self.elapsed_s:.1f} s "
+                       f"({self.frames_shown / self.elapsed_s:.1f} fps; inference "
+                       f"{self.frames_processed / self.elapsed_s:.1f} fps)")
         if self.failed_frames:
             counts += f", {self.failed_frames} frames failed inference"
         if self.exit_code == EXIT_FAILURE:
@@ -298,6 +304,7 @@ class RenderLoop:
         self.outputs, self.display, self.stop, self.view = outputs, display, stop, view
         self.snapshot_dir, self.progress = snapshot_dir, progress
         self.processed = 0
+        self.frames_shown = 0           # frames drawn (and written) at the capture rate
         self.end: CaptureEnd | None = None
         self.worker_ended = False       # the worker passed the CaptureEnd on: nothing follows
         self.failure = ""
@@ -405,6 +412,7 @@ class RenderLoop:
         image = self._compose()
         self.view.shown = image
         if write:
+            self.frames_shown += 1
             self.outputs.write_frame(image)
         self._handle_key(self.display.show(image))
         if self.on_frame is not None:
@@ -547,6 +555,7 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
                       snapshot_dir=app.snapshot_dir, progress=progress)
     loop.on_frame = on_frame
     error = ""
+    started = time.monotonic()
     try:
         worker.start()
         capture.start()
@@ -562,7 +571,7 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
         display.close()
         if progress is not None:
             progress.close()
-    return _summary(loop, worker, signals.received, error)
+    return _summary(loop, worker, signals.received, error, time.monotonic() - started)
 
 
 def _join(thread, name: str) -> None:
@@ -571,7 +580,8 @@ def _join(thread, name: str) -> None:
                     JOIN_TIMEOUT_S)
 
 
-def _summary(loop: RenderLoop, worker: Worker, received: str, error: str) -> Summary:
+def _summary(loop: RenderLoop, worker: Worker, received: str, error: str,
+             elapsed_s: float) -> Summary:
     end = loop.end or CaptureEnd("stopped")
     if error or loop.failure:
         reason, error = "error", error or loop.failure
@@ -584,7 +594,7 @@ def _summary(loop: RenderLoop, worker: Worker, received: str, error: str) -> Sum
         if reason in ("lost", "error"):
             error = f"source {'lost' if reason == 'lost' else 'failed'}: {end.error}"
     return Summary(reason, loop.processed, end.frames_skipped, end.reconnects,
-                   worker.failed_frames, error)
+                   worker.failed_frames, error, loop.frames_shown, elapsed_s)
 
 
 def _device_name(detector) -> str:

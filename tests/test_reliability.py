@@ -52,8 +52,8 @@ def test_camera_that_drops_is_reopened_and_the_window_shows_reconnecting(capsys)
     assert banners and all(index == 19 and dark for index, dark in banners)
     # ...and afterwards frames flowed again, numbered on.
     assert max(indices) >= 35 and camera.reopen_calls == 4
-    assert last_stderr_line(capsys).endswith("frames processed, 0 unreadable frames skipped, "
-                                             "4 reconnects")
+    assert "frames processed, 0 unreadable frames skipped, 4 reconnects, " in last_stderr_line(
+        capsys)
 
 
 def test_max_reconnects_bounds_the_attempts_then_exit_1(capsys):
@@ -100,8 +100,8 @@ def test_corrupt_frames_are_skipped_counted_and_keep_their_place(tmp_path, capsy
     records = jsonl(dets)
     assert [r["frame"] for r in records] == [i for i in range(30) if i not in (10, 11, 20)]
     assert records[10]["frame"] == 12 and records[10]["t"] == pytest.approx(1.2)
-    assert last_stderr_line(capsys) == ("done: 27 frames processed, 3 unreadable frames "
-                                        "skipped, 0 reconnects")
+    assert last_stderr_line(capsys).startswith("done: 27 frames processed, 3 unreadable frames "
+                                               "skipped, 0 reconnects, 27 frames shown")
 
 
 def test_truncated_file_finishes_and_reports_the_missing_frames(tmp_path, capsys):
@@ -113,9 +113,9 @@ def test_truncated_file_finishes_and_reports_the_missing_frames(tmp_path, capsys
                    detector_factory=FakeFactory()) == 0
     frames = [r["frame"] for r in jsonl(dets)]
     assert 5 < len(frames) < 30 and frames == list(range(len(frames)))
-    assert last_stderr_line(capsys) == (f"done: {len(frames)} frames processed, "
-                                        f"{30 - len(frames)} unreadable frames skipped, "
-                                        "0 reconnects")
+    assert last_stderr_line(capsys).startswith(f"done: {len(frames)} frames processed, "
+                                               f"{30 - len(frames)} unreadable frames skipped, "
+                                               "0 reconnects")
 
 
 def test_truncated_mp4_without_an_index_is_an_input_error(tmp_path, capsys):
