@@ -32,6 +32,7 @@ __all__ = [
     "SHAPES",
     "COLORS",
     "BACKGROUND_STYLES",
+    "DEFAULT_MAX_ANGLE",
     "caption",
     "all_captions",
     "Shape",
@@ -64,6 +65,7 @@ _SHIFT = 4  # sub-pixel bits for cv2 drawing
 _SCALE = 1 << _SHIFT
 _STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
 _MAX_BG_SATURATION = 0.22
+DEFAULT_MAX_ANGLE = 15.0  # shapes stand upright, tilted by at most this (degrees)
 
 
 def caption(kind: str, color: str) -> str:
@@ -350,13 +352,14 @@ def random_shapes(
     size_range: tuple[float, float] = (0.10, 0.45),
     duplicate: bool = False,
     gap: float = 4.0,
+    max_angle: float = DEFAULT_MAX_ANGLE,
 ) -> list[Shape]:
     """``n_shapes`` non-overlapping shapes fully inside a ``width`` x ``height`` frame.
 
     Sizes are drawn as fractions of the short side from ``size_range``; a shape
     that does not fit is shrunk until it does.  Captions are distinct, except
     that with ``duplicate`` (and ``n_shapes >= 2``) the first two shapes share
-    one.
+    one.  Angles are uniform in ``[-max_angle, max_angle]`` degrees.
     """
     short = min(width, height)
     shapes: list[Shape] = []
@@ -370,7 +373,7 @@ def random_shapes(
                 size *= 0.85
                 if size < 4:
                     raise ValueError(f"cannot fit {n_shapes} shapes into {width}x{height}")
-        shapes.append(Shape(kind, color, spot[0], spot[1], size, rng.uniform(0, 360)))
+        shapes.append(Shape(kind, color, spot[0], spot[1], size, rng.uniform(-max_angle, max_angle)))
         placed.append((spot[0], spot[1], size / 2))
     return shapes
 
@@ -385,15 +388,16 @@ def random_scene(
     duplicate: bool = False,
     style: str | None = None,
     with_index_map: bool = False,
+    max_angle: float = DEFAULT_MAX_ANGLE,
 ) -> Scene:
     """A random textured background with ``n_shapes`` non-overlapping shapes.
 
-    See :func:`random_shapes` for ``size_range`` and ``duplicate``, and
-    :func:`make_background` for ``style``.
+    See :func:`random_shapes` for ``size_range``, ``duplicate`` and ``max_angle``,
+    and :func:`make_background` for ``style``.
     """
     background = make_background(rng, width, height, style)
     shapes = random_shapes(
-        rng, width, height, n_shapes, size_range=size_range, duplicate=duplicate
+        rng, width, height, n_shapes, size_range=size_range, duplicate=duplicate, max_angle=max_angle
     )
     return render_shapes(background, shapes, with_index_map)
 
@@ -412,19 +416,22 @@ def _bounce(start: float, velocity: float, low: float, high: float, t: float) ->
 
 @dataclass(frozen=True)
 class _Track:
-    """A shape moving with constant velocity inside its cell, bouncing off the walls."""
+    """A shape moving with constant velocity inside its cell, bouncing off the walls,
+    and rocking smoothly: angle(i) = tilt * sin(phase + rate * i)."""
 
-    shape: Shape  # the shape at frame 0
+    shape: Shape  # the shape at frame 0, angle aside
     cell: tuple[float, float, float, float]  # x0, y0, x1, y1 its centre may not leave
     velocity: tuple[float, float]  # px per frame
-    spin: float  # degrees per frame
+    tilt: float  # degrees
+    rate: float  # radians per frame
+    phase: float  # radians
 
     def at(self, i: int) -> Shape:
         r = self.shape.radius + 1
         x0, y0, x1, y1 = self.cell
         cx = _bounce(self.shape.cx, self.velocity[0], x0 + r, x1 - r, i)
         cy = _bounce(self.shape.cy, self.velocity[1], y0 + r, y1 - r, i)
-        angle = (self.shape.angle + self.spin * i) % 360.0
+        angle = self.tilt * math.sin(self.phase + self.rate * i)
         s = self.shape
         return Shape(s.kind, s.color, cx, cy, s.size, angle)
 
@@ -441,8 +448,8 @@ class MovingScene:
 
     Each shape moves smoothly within its own cell of a grid laid over the
     frame (so shapes never overlap and always stay fully inside the frame),
-    bouncing off the cell walls, and slowly rotates.  ``frame(i)`` depends
-    only on the constructor arguments and ``i``.
+    bouncing off the cell walls, and rocks by up to ``max_angle`` degrees.
+    ``frame(i)`` depends only on the constructor arguments and ``i``.
     """
 
     def __init__(
@@ -456,6 +463,7 @@ class MovingScene:
         speed: float = 0.01,
         size_range: tuple[float, float] = (0.15, 0.35),
         style: str | None = None,
+        max_angle: float = DEFAULT_MAX_ANGLE,
     ) -> None:
         """``speed`` is in short sides per frame; ``size_range`` in short sides."""
         if n_shapes < 1:
@@ -464,7 +472,7 @@ class MovingScene:
         rng = np.random.default_rng(seed)
         self._background = make_background(rng, width, height, style)
         self._background.setflags(write=False)
-        self._tracks = self._make_tracks(rng, duplicate, speed, size_range)
+        self._tracks = self._make_tracks(rng, duplicate, speed, size_range, max_angle)
 
     def _make_tracks(
         self,
@@ -472,6 +480,7 @@ class MovingScene:
         duplicate: bool,
         speed: float,
         size_range: tuple[float, float],
+        max_angle: float,
     ) -> tuple[_Track, ...]:
         cols, rows = _grid(self.width, self.height, self.n_shapes)
         cell_w, cell_h = self.width / cols, self.height / rows
@@ -485,9 +494,11 @@ class MovingScene:
             cx, cy = rng.uniform(x0 + r, x0 + cell_w - r), rng.uniform(y0 + r, y0 + cell_h - r)
             heading = rng.uniform(0, 2 * math.pi)
             velocity = (speed * short * math.cos(heading), speed * short * math.sin(heading))
-            shape = Shape(kind, color, cx, cy, size, rng.uniform(0, 360))
+            shape = Shape(kind, color, cx, cy, size)
             box = (x0, y0, x0 + cell_w, y0 + cell_h)
-            tracks.append(_Track(shape, box, velocity, rng.uniform(-2, 2)))
+            tilt = rng.uniform(0.3, 1.0) * max_angle
+            rate = 2 * math.pi / rng.uniform(60, 240)
+            tracks.append(_Track(shape, box, velocity, tilt, rate, rng.uniform(0, 2 * math.pi)))
         return tuple(tracks)
 
     @property

@@ -17,6 +17,7 @@ from realtime.scenes import (
     caption,
     make_background,
     random_scene,
+    random_shapes,
     render_shapes,
 )
 
@@ -147,3 +148,24 @@ def test_rendering_is_fast_enough_for_a_live_demo():
         scene.frame(i)
     per_frame = (time.perf_counter() - start) / 30
     assert per_frame < 0.02  # a few ms normally; generous for a loaded CI machine
+
+
+def test_shapes_stand_upright_with_a_bounded_tilt():
+    scene = MovingScene(320, 240, 3, seed=5, max_angle=20)
+    angles = np.array([[s.angle for s in scene.shapes_at(i)] for i in range(300)])
+    assert np.abs(angles).max() <= 20
+    assert np.ptp(angles, axis=0).min() > 2  # every shape rocks
+    assert np.abs(np.diff(angles, axis=0)).max() < 2  # smoothly
+    upright = random_shapes(np.random.default_rng(8), 320, 240, 4, max_angle=0)
+    assert all(s.angle == 0 for s in upright)
+    tilted = random_shapes(np.random.default_rng(8), 320, 240, 4, max_angle=10)
+    assert all(abs(s.angle) <= 10 for s in tilted)
+
+
+def test_an_upright_square_fills_its_box():
+    background = np.zeros((100, 100, 3), np.uint8)
+    scene = render_shapes(background, [Shape("square", "green", 50, 50, 60, 0)], with_index_map=True)
+    x1, y1, x2, y2 = scene.boxes[0]
+    assert abs((x2 - x1) - (y2 - y1)) <= 1
+    inside = (scene.index_map[y1:y2, x1:x2] == 0).mean()
+    assert inside > 0.9
