@@ -1,7 +1,6 @@
 """The live window under Xvfb: a screenshot shows the frame with a drawn box and label.
 
-Needs the Xvfb binary (Debian package `xvfb`) and nothing else: Xvfb's
-``-fbdir`` keeps the screen in a file in XWD format, which is the screenshot.
+Needs the Xvfb binary (Debian package `xvfb`): see tools/xvfb.py.
 """
 
 from __future__ import annotations
@@ -9,11 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -21,6 +18,7 @@ import pytest
 
 from conftest import ROOT
 from realtime.render import label_colour
+from tools.xvfb import read_xwd, virtual_screen
 
 pytestmark = pytest.mark.skipif(shutil.which("Xvfb") is None,
                                 reason="Xvfb is not installed (apt-get install -y xvfb)")
@@ -38,40 +36,11 @@ sys.exit(app.run(config, detector_factory=FakeFactory()))
 """
 
 
-def read_xwd(path: Path) -> np.ndarray:
-    """The screen as a BGR image, from an XWD file of a 24/32-bit TrueColor screen."""
-    data = path.read_bytes()
-    header = struct.unpack(">25I", data[:100])
-    if header[1] != 7:                                   # file_version: try little endian
-        header = struct.unpack("<25I", data[:100])
-    header_size, width, height = header[0], header[4], header[5]
-    bits_per_pixel, bytes_per_line, ncolors = header[11], header[12], header[19]
-    assert bits_per_pixel == 32, f"unexpected {bits_per_pixel} bits per pixel"
-    offset = header_size + ncolors * 12
-    rows = np.frombuffer(data, np.uint8, bytes_per_line * height, offset)
-    pixels = rows.reshape(height, bytes_per_line)[:, :width * 4].reshape(height, width, 4)
-    return pixels[:, :, :3].copy()                      # B, G, R, pad in memory (LSB first)
-
-
 @pytest.fixture
 def xvfb(tmp_path):
     """A private X server; yields (display, framebuffer file)."""
-    fbdir = tmp_path / "fb"
-    fbdir.mkdir()
-    read_fd, write_fd = os.pipe()
-    server = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", f"{SCREEN[0]}x{SCREEN[1]}x24",
-         "-fbdir", str(fbdir), "-nolisten", "tcp"],
-        pass_fds=(write_fd,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write_fd)
-    try:
-        with os.fdopen(read_fd) as pipe:
-            display = pipe.readline().strip()           # Xvfb writes it once it is ready
-        assert display, "Xvfb did not start"
-        yield f":{display}", fbdir / "Xvfb_screen0"
-    finally:
-        server.terminate()
-        server.wait(10)
+    with virtual_screen(*SCREEN, tmp_path) as screen:
+        yield screen
 
 
 def frame_box(screen: np.ndarray) -> tuple[int, int, int, int] | None:
