@@ -35,6 +35,8 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--tile-px", "detector", "tile_px", {"metavar": "PX|auto"}),
     ("--window-tiles", "detector", "window_tiles", {"type": int, "metavar": "K"}),
     ("--stride-tiles", "detector", "stride_tiles", {"type": int, "metavar": "S"}),
+    ("--refine", "detector", "refine", {"action": argparse.BooleanOptionalAction}),
+    ("--dense-input-px", "detector", "dense_input_px", {"metavar": "PX|auto"}),
     ("--headless", "app", "headless", {"action": argparse.BooleanOptionalAction}),
     ("--output", "app", "output", {"metavar": "PATH.mp4"}),
     ("--detections", "app", "detections", {"metavar": "PATH.jsonl"}),
@@ -97,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{field_help('app', 'prompts_file')} (default: none)")
     for flag, section, key, options in FLAGS:
         options = dict(options)
-        if key == "tile_px":
+        if key in ("tile_px", "dense_input_px"):
             options["type"] = _tile_px
         help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
         parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,

@@ -65,8 +65,9 @@ RANDOM_CLIP_DIR = "clip-vit-b32-random-v1"
 PIPELINE_QUEUE = 4   # frames waiting for inference in file mode (the app's QUEUE_FRAMES)
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
-UPLOAD, CROPS, VISION, SCORING, POST = (
-    "upload+resize+normalise", "crops", "vision batch", "scoring", "post-processing")
+UPLOAD, CROPS, VISION, REFINE, SCORING, POST = (
+    "upload+resize+normalise", "crops", "vision batch", "refine (dense pass)", "scoring",
+    "post-processing")
 
 
 # --------------------------------------------------------------------------- result rows
@@ -295,8 +296,8 @@ def bench_walkthrough(model: ClipModel, frame: np.ndarray, grid: TileGrid,
 
 
 def _post(detector: Detector, maps: ScoreMaps) -> np.ndarray:
-    relevance, similarity, probability, _ = _to_host(maps)
-    maps_to_boxes(relevance, similarity, probability, maps.grid, detector.config)
+    relevance, similarity, probability, _, fine = _to_host(maps)
+    maps_to_boxes(relevance, similarity, probability, maps.grid, detector.config, fine=fine)
     return similarity
 
 
@@ -307,17 +308,21 @@ def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock) -> 
     def prepare():
         pixels = detector.upload(frame)
         plan = method.plan(*pixels.shape[-2:])
-        return plan, normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
+        image = normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
+        return pixels, plan, image.to(model.dtype)
 
     def score(embeddings):
         sims, probs = unit_scores(embeddings, detector._text, len(detector.labels),
                                   model.logit_scale)
-        sim_map, prob_map = plan.tile_means(sims), plan.tile_means(probs)
-        return ScoreMaps(plan.grid, sim_map, sim_map, prob_map)
+        sim_map = plan.tile_means(sims)
+        return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs), fine=fine)
 
-    plan, image = clock(UPLOAD, prepare)
+    pixels, plan, image = clock(UPLOAD, prepare)
     crops = clock(CROPS, crop_windows, image, plan.rows_idx, plan.cols_idx)
     embeddings = clock(VISION, model.encode_images, crops)
+    fine = None
+    if method._fine is not None:
+        fine = clock(REFINE, method._fine, pixels, detector._text, len(detector.labels))
     maps = clock(SCORING, score, embeddings)
     return clock(POST, _post, detector, maps)
 

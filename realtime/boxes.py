@@ -6,6 +6,13 @@ connected region becomes its own box (several instances per prompt), and a
 region is only reported when its probability against the other prompts and
 the background prompts reaches the gate (an absent prompt yields nothing,
 although the normalised map always has a maximum).
+
+A window region is as large as a window even around a small object (every
+window that contains the object scores high, so the mean over covering
+windows spreads over a window's width).  With a fine map (the dense patch
+map of the same frame) each gated region is outlined by the fine cells
+above the threshold inside it; the windows still decide whether and where
+a prompt is, the patches only say how far it extends.
 """
 
 from __future__ import annotations
@@ -17,6 +24,12 @@ import numpy as np
 
 from .config import DetectorConfig
 from .tiles import TileGrid
+
+
+@dataclass(frozen=True)
+class FineMap:
+    relevance: np.ndarray     # (prompts, rows, cols) on `grid`, finer than the windows' tiles
+    grid: TileGrid
 
 
 @dataclass(frozen=True)
@@ -44,17 +57,19 @@ def regions(mask: np.ndarray) -> list[np.ndarray]:
 
 def maps_to_boxes(relevance_maps: np.ndarray, similarity_maps: np.ndarray,
                   probability_maps: np.ndarray, grid: TileGrid, config: DetectorConfig,
-                  threshold: float | None = None) -> Boxes:
+                  threshold: float | None = None, fine: FineMap | None = None) -> Boxes:
     """Boxes for every prompt from its (rows, cols) maps.
 
     Regions come from the normalised relevance map; each reports the highest
-    probability and similarity inside it.
+    probability and similarity inside it.  With `fine`, each region's box is
+    outlined by the fine map (see :func:`outline`).
     """
     threshold = config.threshold if threshold is None else threshold
     found: list[tuple[np.ndarray, float, float, int]] = []
     for label_id, (rel_map, sim_map, prob_map) in enumerate(
             zip(relevance_maps, similarity_maps, probability_maps)):
         per_label = []
+        fine_mask = None if fine is None else normalise_map(fine.relevance[label_id]) >= threshold
         for region in regions(normalise_map(rel_map) >= threshold):
             if region.sum() < config.min_area_tiles:
                 continue
@@ -64,7 +79,9 @@ def maps_to_boxes(relevance_maps: np.ndarray, similarity_maps: np.ndarray,
             rows, cols = np.nonzero(region)
             box = np.array(grid.tile_box(rows.min(), cols.min(), rows.max(), cols.max()),
                            np.float32)
-            per_label.append((box, probability, float(sim_map[region].max())))
+            similarity = float(sim_map[region].max())
+            outlined = [box] if fine is None else outline(box, fine_mask, fine.grid)
+            per_label += [(b, probability, similarity) for b in outlined]
         found += [(b, p, s, label_id) for b, p, s in merge_overlapping(per_label,
                                                                        config.merge_iou)]
     if not found:
@@ -73,6 +90,33 @@ def maps_to_boxes(relevance_maps: np.ndarray, similarity_maps: np.ndarray,
     boxes, probs, sims, ids = zip(*found)
     return Boxes(np.stack(boxes), np.array(probs, np.float32), np.array(sims, np.float32),
                  np.array(ids, np.int64))
+
+
+def outline(box: np.ndarray, fine_mask: np.ndarray, fine_grid: TileGrid,
+            min_share: float = 0.25) -> list[np.ndarray]:
+    """The boxes of the fine regions inside `box`, clipped to it; `[box]` if none.
+
+    Fine regions smaller than `min_share` of the largest one inside the box
+    are specks of noise, not instances.  Several remaining regions are several
+    instances that one window region had merged.
+    """
+    x_mid = (fine_grid.x_edges[:-1] + fine_grid.x_edges[1:]) / 2
+    y_mid = (fine_grid.y_edges[:-1] + fine_grid.y_edges[1:]) / 2
+    inside = (((y_mid >= box[1]) & (y_mid <= box[3]))[:, None]
+              & ((x_mid >= box[0]) & (x_mid <= box[2]))[None, :])
+    parts = regions(fine_mask & inside)
+    if not parts:
+        return [box]
+    largest = max(part.sum() for part in parts)
+    out = []
+    for part in parts:
+        if part.sum() < min_share * largest:
+            continue
+        rows, cols = np.nonzero(part)
+        cell_box = fine_grid.tile_box(rows.min(), cols.min(), rows.max(), cols.max())
+        out.append(np.array([max(cell_box[0], box[0]), max(cell_box[1], box[1]),
+                             min(cell_box[2], box[2]), min(cell_box[3], box[3])], np.float32))
+    return out
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -110,6 +110,12 @@ class DetectorConfig:
     dense_variant: str = _opt("maskclip", "dense: last-block value path as in MaskCLIP "
                               "(keeps residual and MLP) or ClearCLIP (drops both)",
                               choices=("maskclip", "clearclip"))
+    refine: bool = _opt(True, "windows: outline each window region with a dense patch map "
+                        "(one extra pass at refine_input_px), so a box fits the object rather "
+                        "than the window")
+    refine_input_px: int | str = _opt("auto", "windows with refine: short side of the patch "
+                                      "map's input in pixels; auto = twice the model's input "
+                                      "size", lo=16, hi=4096, auto=True)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
                                 lo=2, hi=32)
 

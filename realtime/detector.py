@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .boxes import linear_scores, maps_to_boxes
+from .boxes import FineMap, linear_scores, maps_to_boxes
 from .config import DetectorConfig, ModelConfig
 from .detections import Detections
 from .frames import FrameUploader
@@ -61,10 +61,11 @@ class Detector:
             raise RuntimeError("no prompts set: call set_prompts() first")
         start = time.perf_counter()
         maps = self.method(self.upload(frame_bgr), self._text, len(self.labels))
-        relevance, similarity, probability, frame_scores = _to_host(maps)
+        relevance, similarity, probability, frame_scores, fine = _to_host(maps)
         found = None
         if maps.frame_scores is None:
-            found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config)
+            found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config,
+                                  fine=fine)
         return self._detections(found, similarity, probability, frame_scores, frame_index,
                                 timestamp_s, (time.perf_counter() - start) * 1000.0)
 
@@ -101,10 +102,13 @@ def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
 
 
 def _to_host(maps: ScoreMaps):
-    """All maps to numpy with a single device synchronisation."""
+    """All maps to numpy with a single device synchronisation (the fine map's is cheap:
+    the coarse copy has already waited for the device)."""
     parts = [maps.relevance, maps.similarity, maps.probability]
     stacked = torch.stack([p.float() for p in parts]).cpu().numpy()
-    frame_scores = None
+    frame_scores = fine = None
     if maps.frame_scores is not None:
         frame_scores = maps.frame_scores.float().cpu().numpy()
-    return stacked[0], stacked[1], stacked[2], frame_scores
+    if maps.fine is not None:
+        fine = FineMap(maps.fine.relevance.float().cpu().numpy(), maps.fine.grid)
+    return stacked[0], stacked[1], stacked[2], frame_scores, fine

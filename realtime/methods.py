@@ -38,6 +38,7 @@ class ScoreMaps:
     similarity: torch.Tensor
     probability: torch.Tensor
     frame_scores: torch.Tensor | None = None
+    fine: "ScoreMaps | None" = None   # windows with refine: the dense patch maps
 
 
 def unit_scores(embeddings: torch.Tensor, text: torch.Tensor, num_prompts: int,
@@ -59,6 +60,11 @@ class WindowsMethod:
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
         self.model, self.config = model, config
         self._plans: dict[tuple[int, int], _WindowPlan] = {}
+        self._fine = None
+        if config.refine:
+            short = config.refine_input_px
+            self._fine = DenseMethod(model, config,
+                                     2 * model.spec.image_px if short == "auto" else short)
 
     def plan(self, frame_h: int, frame_w: int) -> "_WindowPlan":
         key = (frame_h, frame_w)
@@ -78,7 +84,8 @@ class WindowsMethod:
         embeddings = self.model.encode_images(crops)
         sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
         sim_map = plan.tile_means(sims)
-        return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs))
+        fine = self._fine(pixels, text, num_prompts) if self._fine else None
+        return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs), fine=fine)
 
 
 @dataclass(frozen=True)
@@ -132,12 +139,14 @@ class _WindowPlan:
 class DenseMethod:
     """One vision pass over the whole frame; every patch token scored (MaskCLIP)."""
 
-    def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
+    def __init__(self, model: ClipModel, config: DetectorConfig,
+                 input_px: int | None = None) -> None:
         self.model, self.config = model, config
+        short = config.dense_input_px if input_px is None else input_px
+        self.input_px = model.spec.image_px if short == "auto" else short
 
     def input_size(self, frame_h: int, frame_w: int) -> tuple[int, int]:
-        short = self.config.dense_input_px
-        short = self.model.spec.image_px if short == "auto" else short
+        short = self.input_px
         return aspect_input_size(frame_h, frame_w, short, self.model.spec.patch_px)
 
     def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:

@@ -62,6 +62,9 @@ def test_flag_values_reach_their_keys():
             a.prompts_file) == ("rtsp://cam/1", True, "o.mp4", "d.jsonl", 5, True, True, True,
                                 False, 3, "/tmp", True, "p.txt")
     assert parse("--tile-px", "auto").detector.tile_px == "auto"
+    refined = parse("--no-refine", "--dense-input-px", "448").detector
+    assert (refined.refine, refined.dense_input_px) == (False, 448)
+    assert parse().detector.refine is True
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -159,8 +162,6 @@ def test_input_error_from_the_real_command_is_one_line_without_traceback(tmp_pat
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (ROOT / "models" / "shapes-clip" / "config.json").exists(),
-                    reason="models/shapes-clip has not been trained into the repository yet")
 def test_demo_headless_is_deterministic_and_finds_the_scene_shapes(tmp_path):
     outputs = []
     for run in ("a", "b"):

@@ -1,10 +1,13 @@
 """The detector end to end on a stub encoder whose embeddings the test controls."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from realtime import Detector, DetectorConfig
+from realtime.boxes import box_iou
 from realtime.methods import WindowsMethod
 from realtime.prompts import PromptError
 from tests.stubs import StubClip
@@ -17,7 +20,8 @@ def frame_with_blobs(*boxes, size=(320, 240)):
     return frame
 
 
-LAYOUT = DetectorConfig(tile_px=40, window_tiles=2)    # 8 x 6 tiles of 40 px on 320 x 240
+# 8 x 6 tiles of 40 px on 320 x 240; boxes from the window tiles alone (exact geometry)
+LAYOUT = DetectorConfig(tile_px=40, window_tiles=2, refine=False)
 
 
 def test_aggregation_matches_the_walkthrough_loop():
@@ -74,6 +78,33 @@ def test_two_separated_blobs_of_one_prompt_give_two_boxes():
     found = detector(frame_with_blobs((0, 0, 80, 80), (200, 120, 280, 200)))
     assert sorted(found.boxes.tolist()) == [[0, 0, 80, 80], [200, 120, 280, 200]]
     assert (found.scores > 0.5).all()
+
+
+def test_refine_outlines_an_object_smaller_than_a_window():
+    # Windows of 120 px around a 40 px blob: the window region is much larger than the
+    # blob; the patch map (20 px cells: 8 px patches of a 96 px-high input) outlines it.
+    # No background prompts: the stub's windows are mostly background around a small blob.
+    config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
+                            refine_input_px=96)
+    blob = (160, 80, 200, 120)
+    coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(blob))
+    fine = Detector(["white"], config, StubClip())(frame_with_blobs(blob))
+    assert len(coarse) == len(fine) == 1
+    assert box_iou(coarse.boxes[0], np.array(blob, float)) < 0.4
+    assert box_iou(fine.boxes[0], np.array(blob, float)) >= 0.8
+    assert fine.scores[0] == coarse.scores[0]       # the windows still decide the score
+
+
+def test_refine_splits_two_instances_that_one_window_region_merged():
+    config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
+                            refine_input_px=96)
+    blobs = ((120, 80, 160, 120), (200, 80, 240, 120))    # 40 px apart, both in one window
+    coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(*blobs))
+    fine = Detector(["white"], config, StubClip())(frame_with_blobs(*blobs))
+    assert len(coarse) == 1
+    assert len(fine) == 2
+    for blob in blobs:
+        assert max(box_iou(b, np.array(blob, float)) for b in fine.boxes) >= 0.8
 
 
 def test_absent_prompt_gives_no_detection_while_present_one_does():
