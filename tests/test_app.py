@@ -136,8 +136,8 @@ def test_demo_defaults_to_the_shapes_model_and_the_scene_captions():
     assert app.with_demo_defaults(app_config()).model.name == DEFAULT_MODEL
 
 
-@pytest.mark.skipif((app.SHAPES_MODEL / "config.json").exists(), reason="the model exists")
-def test_demo_without_its_trained_model_says_how_to_get_it(capsys):
+def test_demo_without_its_trained_model_says_how_to_get_it(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(app, "SHAPES_MODEL", tmp_path / "shapes-clip")   # deleted, say
     factory = FakeFactory()
     assert app.run(app_config(demo=True, prompts=[]), detector_factory=factory) == 2
     assert "train_shapes_clip.py" in stderr_lines(capsys)[-1] and factory.built == []

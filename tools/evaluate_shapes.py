@@ -37,6 +37,7 @@ class Figures:
     frames: int
     present_found: float      # present (frame, prompt) pairs with a box of IoU >= 0.5
     mean_best_iou: float      # mean over present pairs of the best IoU of that prompt's boxes
+    centre_hit: float         # present pairs with a box of that prompt around the shape's centre
     absent_clean: float       # absent (frame, prompt) pairs with no box at all
     twins_found: float        # two-instance frames where both instances get their own box
     classify_top1: float      # single-shape frames whose caption ranks first (classify only)
@@ -59,9 +60,15 @@ def best_iou(boxes: np.ndarray, truth) -> float:
                default=0.0)
 
 
-def localisation(detector, count: int, seed: int) -> tuple[float, float, float]:
-    found, ious, clean, present_pairs, absent_pairs = 0, [], 0, 0, 0
-    for scene, prompts in scenes(seed, count):
+def holds_centre(boxes: np.ndarray, truth) -> bool:
+    cx, cy = (truth[0] + truth[2]) / 2, (truth[1] + truth[3]) / 2
+    return any(b[0] <= cx <= b[2] and b[1] <= cy <= b[3] for b in boxes)
+
+
+def localisation(detector, count: int, seed: int, n_shapes=(1, 3)
+                 ) -> tuple[float, float, float, float]:
+    found, ious, hits, clean, present_pairs, absent_pairs = 0, [], 0, 0, 0, 0
+    for scene, prompts in scenes(seed, count, n_shapes=n_shapes):
         detector.set_prompts(prompts)
         result = detector(scene.frame)
         for prompt in prompts:
@@ -76,7 +83,9 @@ def localisation(detector, count: int, seed: int) -> tuple[float, float, float]:
                 iou = best_iou(boxes, truth)
                 ious.append(iou)
                 found += iou >= 0.5
-    return found / present_pairs, float(np.mean(ious)), clean / absent_pairs
+                hits += holds_centre(boxes, truth)
+    return (found / present_pairs, float(np.mean(ious)), hits / present_pairs,
+            clean / absent_pairs)
 
 
 def twins(detector, count: int, seed: int) -> float:
@@ -99,17 +108,18 @@ def classify_top1(detector, count: int, seed: int) -> float:
 
 
 def evaluate(model, method: str, frames: int = 60, seed: int = 0,
-             config: DetectorConfig | None = None) -> Figures:
+             config: DetectorConfig | None = None, n_shapes=(1, 3)) -> Figures:
+    """Figures of one method on generated frames of `n_shapes` (min, max) shapes."""
     from realtime import Detector
 
     config = config or DetectorConfig(method=method)
     detector = Detector(("a red circle",), config, model)
     if method == "classify":
-        return Figures(frames, float("nan"), float("nan"), float("nan"), float("nan"),
-                       classify_top1(detector, frames, seed))
-    found, iou, clean = localisation(detector, frames, seed)
-    return Figures(frames, found, iou, clean, twins(detector, max(10, frames // 3), seed),
-                   float("nan"))
+        nan = float("nan")
+        return Figures(frames, nan, nan, nan, nan, nan, classify_top1(detector, frames, seed))
+    found, iou, hit, clean = localisation(detector, frames, seed, n_shapes)
+    return Figures(frames, found, iou, hit, clean,
+                   twins(detector, max(10, frames // 3), seed), float("nan"))
 
 
 def main() -> None:
