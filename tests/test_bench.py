@@ -82,7 +82,8 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
         assert rows[name]["median_ms"] > 0 and rows[name]["p95_ms"] > 0, name
         assert rows[name]["fps"] > 0 and rows[name]["speedup_vs_walkthrough"] > 0, name
         assert rows[name]["ratio_vs_owl_eager"] > 0, name
-    for stage in (bench.UPLOAD, bench.CROPS, bench.VISION, bench.SCORING, bench.POST):
+    for stage in (bench.UPLOAD, bench.CROPS, bench.VISION, bench.REFINE, bench.SCORING,
+                  bench.POST):
         assert rows[f"engine windows: {stage}"]["median_ms"] > 0
     assert "extrapolated" in rows["walkthrough loop"]["note"]
     assert rows["OWL-ViT graph"]["median_ms"] is None and "n/a" in rows["OWL-ViT graph"]["note"]
