@@ -202,14 +202,14 @@ def compose(image: np.ndarray, detections: Detections | None,
             overlay: Overlay = Overlay()) -> np.ndarray:
     """A copy of `image` with the detections and the overlay drawn on it."""
     out = image.copy()
+    if detections is not None and overlay.heatmap:
+        draw_heatmap(out, detections.score_maps)
+    if overlay.hud:   # under the boxes: a label at the top edge matters more than the HUD
+        draw_hud(out, overlay.hud)
     if detections is not None:
-        if overlay.heatmap:
-            draw_heatmap(out, detections.score_maps)
         draw_detections(out, detections)
         if detections.frame_scores is not None:
             draw_ranking(out, detections.labels, detections.frame_scores)
-    if overlay.hud:
-        draw_hud(out, overlay.hud)
     if overlay.banner:
         draw_banner(out, overlay.banner)
     return out

@@ -121,3 +121,10 @@ def test_reconnecting_banner_is_drawn_over_the_last_frame():
 def test_long_labels_are_shortened():
     assert short_label("x" * 100).endswith("...") and len(short_label("x" * 100)) == 40
     assert short_label("a cat") == "a cat"
+
+
+def test_a_box_at_the_top_edge_keeps_its_label_over_the_hud():
+    # The label tag of a box at y=0 sits inside the box, where the HUD strip is.
+    out = compose(blank(), detections(box=(10, 0, 200, 100)), Overlay(hud="capture 30.0 fps"))
+    tag = out[4:12, 14:40]
+    assert has_colour(tag, label_colour(0))
