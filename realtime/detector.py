@@ -102,13 +102,18 @@ def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
 
 
 def _to_host(maps: ScoreMaps):
-    """All maps to numpy with a single device synchronisation (the fine map's is cheap:
-    the coarse copy has already waited for the device)."""
+    """All maps to numpy with a single device-to-host copy (one synchronisation)."""
     parts = [maps.relevance, maps.similarity, maps.probability]
-    stacked = torch.stack([p.float() for p in parts]).cpu().numpy()
-    frame_scores = fine = None
     if maps.frame_scores is not None:
-        frame_scores = maps.frame_scores.float().cpu().numpy()
+        parts.append(maps.frame_scores)
     if maps.fine is not None:
-        fine = FineMap(maps.fine.relevance.float().cpu().numpy(), maps.fine.grid)
-    return stacked[0], stacked[1], stacked[2], frame_scores, fine
+        parts.append(maps.fine.relevance)
+    flat = torch.cat([p.float().reshape(-1) for p in parts]).cpu().numpy()
+    pieces, offset = [], 0
+    for part in parts:
+        pieces.append(flat[offset:offset + part.numel()].reshape(part.shape))
+        offset += part.numel()
+    relevance, similarity, probability = pieces[:3]
+    frame_scores = pieces[3] if maps.frame_scores is not None else None
+    fine = FineMap(pieces[-1], maps.fine.grid) if maps.fine is not None else None
+    return relevance, similarity, probability, frame_scores, fine
