@@ -51,10 +51,17 @@ def scene_frames(n_frames: int, size=(160, 120), seed: int = 3):
 def write_video(path: Path, n_frames: int, size=(160, 120), fps: float = 10.0,
                 fourcc: str | None = None) -> Path:
     """A video of a moving-shapes scene (mp4v for .mp4, MJPG for .avi)."""
+    return write_frames(path, scene_frames(n_frames, size), fps, fourcc)
+
+
+def write_frames(path: Path, frames, fps: float = 10.0, fourcc: str | None = None) -> Path:
+    """A video of the given BGR frames (mp4v for .mp4, MJPG for .avi)."""
+    frames = list(frames)
     fourcc = fourcc or ("MJPG" if path.suffix == ".avi" else "mp4v")
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    height, width = frames[0].shape[:2]
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
     assert writer.isOpened(), path
-    for frame in scene_frames(n_frames, size):
+    for frame in frames:
         writer.write(frame)
     writer.release()
     return path

@@ -13,7 +13,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT, app_config
+from conftest import ROOT, app_config, write_frames
 from realtime import app
 from realtime.boxes import box_iou
 from realtime.config import DetectorConfig, ModelConfig, config_from_dict
@@ -75,26 +75,13 @@ def test_classify_ranks_the_right_caption_first(shapes_model):
     assert figures.classify_top1 >= 0.80, figures
 
 
-def write_scene_video(path, scene: MovingScene, n_frames: int, fps: float = 10.0):
-    import cv2
-
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                             (scene.width, scene.height))
-    truths = []
-    for i in range(n_frames):
-        frame = scene.frame(i)
-        writer.write(frame.frame)
-        truths.append(frame)
-    writer.release()
-    return truths
-
-
 @pytest.mark.slow
 def test_whole_app_headless_on_a_video_file_finds_what_is_there(tmp_path):
     """Through main's pipeline (capture thread, worker, outputs) and back through
     the JSON Lines file, as an outside tool would read it."""
     scene = MovingScene(480, 360, 3, seed=21, size_range=(0.22, 0.32))
-    truths = write_scene_video(tmp_path / "shapes.mp4", scene, 40)
+    truths = [scene.frame(i) for i in range(40)]
+    write_frames(tmp_path / "shapes.mp4", [truth.frame for truth in truths])
     rng = np.random.default_rng(21)
     absent = [c for c in rng.permutation(all_captions()) if c not in scene.prompts][:2]
     prompts = list(scene.prompts) + absent
