@@ -60,7 +60,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _tile_px(text: str):
+def _px_or_auto(text: str):
     if text == "auto":
         return "auto"
     try:
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, section, key, options in FLAGS:
         options = dict(options)
         if key in ("tile_px", "dense_input_px"):
-            options["type"] = _tile_px
+            options["type"] = _px_or_auto
         help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
         parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,
                             **options)
