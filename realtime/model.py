@@ -163,7 +163,7 @@ class ClipModel:
                                 max_length=self.max_text_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         out = self.hf_model.get_text_features(**tokens)
-        return _unit(_pooled(out))
+        return _unit(pooled(out))
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, any_size: bool = False) -> torch.Tensor:
@@ -191,14 +191,14 @@ class ClipModel:
 
     def _vision(self, pixels: torch.Tensor, any_size: bool) -> torch.Tensor:
         if any_size:
-            return _pooled(self.hf_model.get_image_features(pixel_values=pixels,
+            return pooled(self.hf_model.get_image_features(pixel_values=pixels,
                                                             interpolate_pos_encoding=True))
         if self._graphs is not None:
             return self._graphs.run(self._vision_eager, pixels)
         return self._vision_eager(pixels)
 
     def _vision_eager(self, pixels: torch.Tensor) -> torch.Tensor:
-        return _pooled(self.hf_model.get_image_features(pixel_values=pixels))
+        return pooled(self.hf_model.get_image_features(pixel_values=pixels))
 
     @torch.inference_mode()
     def patch_embeddings(self, pixels: torch.Tensor, variant: str = "maskclip") -> torch.Tensor:
@@ -209,26 +209,37 @@ class ClipModel:
         return _unit(tokens[0].float())
 
     def _patch_tokens(self, pixels: torch.Tensor, variant: str) -> torch.Tensor:
-        """Projected patch tokens, (1, H/p * W/p, D), through the last block's value path.
+        return maskclip_patch_tokens(self.hf_model, pixels, variant)
 
-        Plain CLIP patch tokens localise poorly because the last block's
-        query-key attention mixes global context into every token.  MaskCLIP
-        (Zhou et al., ECCV 2022) replaces that attention by the value path;
-        ClearCLIP (Lan et al., ECCV 2024) also drops the residual and the MLP.
-        The result then goes through the same post-layernorm and projection as
-        the class token, so it is comparable with the text embeddings.
-        """
-        vision = self.hf_model.vision_model
-        hidden = vision.embeddings(pixels, interpolate_pos_encoding=True)
-        hidden = vision.pre_layrnorm(hidden)
-        *body, last = vision.encoder.layers
-        for layer in body:
-            hidden = _first(layer(hidden, None))
-        values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden)))
-        if variant == "maskclip":
-            values = values + hidden
-            values = values + last.mlp(last.layer_norm2(values))
-        return self.hf_model.visual_projection(vision.post_layernorm(values[:, 1:]))
+
+def maskclip_patch_tokens(hf_model, pixels: torch.Tensor, variant: str = "maskclip"
+                          ) -> torch.Tensor:
+    """Projected patch tokens, (N, H/p * W/p, D), of images of any size (position
+    embeddings interpolated), through the last block's value path.
+
+    Plain CLIP patch tokens localise poorly because the last block's
+    query-key attention mixes global context into every token.  MaskCLIP
+    (Zhou et al., ECCV 2022) replaces that attention by the value path;
+    ClearCLIP (Lan et al., ECCV 2024) also drops the residual and the MLP.
+    """
+    vision = hf_model.vision_model
+    hidden = vision.pre_layrnorm(vision.embeddings(pixels, interpolate_pos_encoding=True))
+    for layer in vision.encoder.layers[:-1]:
+        hidden = _first(layer(hidden, None))
+    return maskclip_head(hf_model, hidden, variant)
+
+
+def maskclip_head(hf_model, hidden: torch.Tensor, variant: str = "maskclip") -> torch.Tensor:
+    """The last vision block on its input `hidden` with attention replaced by the value
+    path, then the same post-layernorm and projection as the class token, so that the
+    patch tokens are comparable with the text embeddings (not normalised)."""
+    vision = hf_model.vision_model
+    last = vision.encoder.layers[-1]
+    values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden)))
+    if variant == "maskclip":
+        values = values + hidden
+        values = values + last.mlp(last.layer_norm2(values))
+    return hf_model.visual_projection(vision.post_layernorm(values[:, 1:]))
 
 
 class _GraphCache:
@@ -281,7 +292,7 @@ class _GraphCache:
         return self._graphs[key]
 
 
-def _pooled(out) -> torch.Tensor:
+def pooled(out) -> torch.Tensor:
     """transformers 5 returns a model output from get_*_features; 4.x a tensor."""
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 

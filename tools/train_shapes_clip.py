@@ -53,6 +53,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from realtime.config import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
+from realtime.model import maskclip_head, maskclip_patch_tokens, pooled  # noqa: E402
 from realtime.scenes import (  # noqa: E402
     COLORS,
     DEFAULT_MAX_ANGLE,
@@ -289,38 +290,12 @@ def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
 # --------------------------------------------------------------------------- model
 
 
-def maskclip_from_hidden(model, hidden: torch.Tensor) -> torch.Tensor:
-    """Projected MaskCLIP patch embeddings (N, patches, D), not normalised, from the
-    input of the last vision block: its attention replaced by the value path
-    (v = out_proj(v_proj(ln1 x)) + x; v = v + mlp(ln2 v)), then post_layernorm and
-    visual_projection, as the detector's dense method does."""
-    vision = model.vision_model
-    last = vision.encoder.layers[-1]
-    values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden))) + hidden
-    values = values + last.mlp(last.layer_norm2(values))
-    return model.visual_projection(vision.post_layernorm(values[:, 1:]))
-
-
-def maskclip_tokens(model, pixels: torch.Tensor) -> torch.Tensor:
-    """MaskCLIP patch embeddings of images of any size (position embeddings interpolated)."""
-    vision = model.vision_model
-    hidden = vision.pre_layrnorm(vision.embeddings(pixels, interpolate_pos_encoding=True))
-    for layer in vision.encoder.layers[:-1]:
-        out = layer(hidden, None)
-        hidden = out[0] if isinstance(out, tuple) else out
-    return maskclip_from_hidden(model, hidden)
-
-
-def _pooled(out) -> torch.Tensor:
-    return out if isinstance(out, torch.Tensor) else out.pooler_output
-
-
 def encode_texts(model, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
-    return F.normalize(_pooled(model.get_text_features(**tokens)), dim=-1)
+    return F.normalize(pooled(model.get_text_features(**tokens)), dim=-1)
 
 
 def encode_images(model, pixels: torch.Tensor) -> torch.Tensor:
-    return F.normalize(_pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
+    return F.normalize(pooled(model.get_image_features(pixel_values=pixels)), dim=-1)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -414,12 +389,12 @@ class Trainer:
                 scale * image_emb @ text.T, target @ projection, weight
             )
         if args.dense_weight > 0:
-            crop_tokens = maskclip_from_hidden(model, vision.hidden_states[-2])
+            crop_tokens = maskclip_head(model, vision.hidden_states[-2])
             losses["dense"] = args.dense_weight * self._patch_loss(crop_tokens, patches, texts[0], scale)
             if args.dense_scenes > 0:
                 views = [self.data.dense(scene) for scene in scenes[: args.dense_scenes]]
                 scene_images, scene_targets, scene_weights = zip(*views)
-                scene_tokens = maskclip_tokens(model, to_pixels(list(scene_images)))
+                scene_tokens = maskclip_patch_tokens(model, to_pixels(list(scene_images)))
                 losses["dense_scene"] = args.dense_weight * self._patch_loss(
                     scene_tokens, list(zip(scene_targets, scene_weights)), texts[0], scale
                 )
@@ -557,7 +532,7 @@ def _eval_dense(model, data: SceneData, text: torch.Tensor, n: int) -> dict[str,
             h, w = scene.frame.shape[:2]
             in_w, in_h = dense_size(w, h)
             image = resize_rgb(scene.frame, in_w, in_h, data.rng)
-            sims = F.normalize(maskclip_tokens(model, to_pixels([image]))[0], dim=-1) @ text.T
+            sims = F.normalize(maskclip_patch_tokens(model, to_pixels([image]))[0], dim=-1) @ text.T
             cols = in_w // PATCH_SIZE
             for box, label in zip(scene.boxes, scene.labels):
                 r, c = divmod(int(sims[:, CAPTION_INDEX[label]].argmax()), cols)
