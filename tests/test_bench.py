@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from realtime import bench
+from realtime.model import resolve_dtype
 from realtime.tiles import grid_for_frame
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
@@ -70,7 +72,8 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     meta = report["meta"]
     for key in ("date", "command", "device", "device_name", "dtype", "torch", "transformers"):
         assert meta[key]
-    assert meta["dtype"] == "float32" and "--owl tiny" in meta["command"]
+    expected_dtype = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    assert meta["dtype"] == expected_dtype and "--owl tiny" in meta["command"]
     assert report["layout"]["windows"] == 15 and report["layout"]["frame"] == [192, 128]
     assert len(report["prompts"]) == 3
 

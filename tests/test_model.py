@@ -25,7 +25,7 @@ def test_non_224_models_load_from_a_directory_and_run(tiny_dirs, size):
     model = load_model(ModelConfig(name=str(tiny_dirs[size])))
     assert model.spec.image_px == size
     assert model.spec.mean == pytest.approx((0.5, 0.5, 0.5))       # read, not assumed
-    assert model.dtype == torch.float32 and model.device.type == "cpu"
+    assert model.device.type == "cpu" and model.dtype == resolve_dtype("auto", model.device)
     frame = MovingScene(320, 240, n_shapes=2, seed=1).frame(0).frame
     for method in ("windows", "dense"):
         found = Detector(["a red circle", "a blue square"], DetectorConfig(method=method),
@@ -87,6 +87,17 @@ def test_unreachable_model_id_fails_with_one_line_that_names_the_fix(monkeypatch
     assert "--model DIR" in message
 
 
+@pytest.mark.parametrize("native_bf16, expected", [(True, torch.bfloat16),
+                                                   (False, torch.float32)])
+def test_auto_dtype_on_a_cpu_is_bf16_only_where_the_cpu_has_bf16_instructions(
+        monkeypatch, native_bf16, expected):
+    probe = lambda: native_bf16
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", probe, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe, raising=False)
+    assert resolve_dtype("auto", torch.device("cpu")) == expected
+    assert resolve_dtype("auto", torch.device("mps")) == torch.float32
+
+
 def test_directory_without_a_model_fails_clearly(tmp_path):
     with pytest.raises(ModelLoadError, match="this directory"):
         load_model(ModelConfig(name=str(tmp_path)))
@@ -96,8 +107,8 @@ def test_device_and_dtype_resolution_on_a_cpu_machine():
     if torch.cuda.is_available():
         pytest.skip("checks the CPU-only behaviour")
     assert resolve_device("auto").type in ("cpu", "mps")
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_dtype("float32", torch.device("cpu")) == torch.float32
     with pytest.raises(ModelLoadError, match="no CUDA device"):
         resolve_device("cuda")
     with pytest.raises(ModelLoadError, match="unknown device"):
