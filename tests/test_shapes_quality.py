@@ -43,6 +43,26 @@ def test_windows_give_two_instances_of_one_prompt_two_boxes(shapes_model):
     assert evaluate_shapes.twins(detector, 20, seed=12) >= 0.75
 
 
+@pytest.mark.parametrize("method", ["windows", "dense"])
+def test_bf16_on_the_cpu_draws_the_boxes_fp32_draws(method):
+    # `--dtype auto` is bf16 on CPUs with bf16 instructions: it must not
+    # change what is found, only how fast.
+    from realtime import Detector
+
+    config = DetectorConfig(method=method)
+    detectors = [Detector((), config, load_model(ModelConfig(name=str(SHAPES_MODEL),
+                                                             device="cpu", dtype=dtype)))
+                 for dtype in ("float32", "bfloat16")]
+    matched = total = 0
+    for scene, prompts in evaluate_shapes.scenes(seed=14, count=8):
+        full, half = [d.set_prompts(prompts) or d(scene.frame) for d in detectors]
+        for prompt in prompts:
+            boxes_full, boxes_half = full.for_label(prompt).boxes, half.for_label(prompt).boxes
+            total += max(len(boxes_full), len(boxes_half))
+            matched += sum(evaluate_shapes.best_iou(boxes_half, box) >= 0.8 for box in boxes_full)
+    assert total > 0 and matched >= 0.9 * total, (matched, total)
+
+
 def test_dense_finds_present_shapes_at_patch_resolution(shapes_model):
     # At the model's own input size (64 px: 8 patches along the short side) a
     # patch cell is a fifth of a small shape, so boxes are coarser than windows'.

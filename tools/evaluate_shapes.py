@@ -130,13 +130,17 @@ def main() -> None:
                         help="method(s) to evaluate (default: all)")
     parser.add_argument("--frames", type=int, default=100, help="frames per figure")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="auto",
+                        choices=("auto", "float32", "bfloat16", "float16"),
+                        help="the model's dtype on the CPU (auto as in main.py)")
     args = parser.parse_args()
     from realtime import ModelConfig, load_model
 
-    model = load_model(ModelConfig(name=args.model, device="cpu"))
+    model = load_model(ModelConfig(name=args.model, device="cpu", dtype=args.dtype))
     for method in args.method or ("windows", "dense", "occlusion", "classify"):
         figures = evaluate(model, method, args.frames, args.seed)
-        print(json.dumps({"method": method, **asdict(figures)}))
+        print(json.dumps({"method": method, "dtype": str(model.dtype).removeprefix("torch."),
+                          **asdict(figures)}))
 
 
 if __name__ == "__main__":
