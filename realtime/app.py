@@ -598,8 +598,12 @@ def _summary(loop: RenderLoop, worker: Worker, received: str, error: str,
 
 
 def _device_name(detector) -> str:
+    """'cpu bfloat16', 'cuda:0 float16': the HUD says what precision runs, since
+    `--dtype auto` depends on the machine."""
     model = getattr(detector, "model", None)
-    return str(getattr(model, "device", "cpu"))
+    dtype = getattr(model, "dtype", None)
+    device = str(getattr(model, "device", "cpu"))
+    return f"{device} {str(dtype).removeprefix('torch.')}" if dtype is not None else device
 
 
 def _progress_bar(reader: Reader, max_frames: int):

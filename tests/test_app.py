@@ -297,3 +297,12 @@ def test_a_model_that_cannot_be_loaded_is_an_input_error(tmp_path, capsys, video
                                "app": {"source": str(video_file), "prompts": ["x"],
                                        "headless": True}})
     assert_input_error(capsys, app.run(config), "--model", "empty-model")
+
+
+def test_hud_names_the_device_and_the_precision_that_runs():
+    import torch
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert app._device_name(SimpleNamespace(model=model)) == "cpu bfloat16"
+    assert app._device_name(SimpleNamespace(model=SimpleNamespace(device="fake"))) == "fake"
