@@ -116,8 +116,21 @@ class DetectorConfig:
     refine_input_px: int | str = _opt("auto", "windows with refine: short side of the patch "
                                       "map's input in pixels; auto = twice the model's input "
                                       "size", lo=16, hi=4096, auto=True)
+    verify: bool | str = _opt("auto", "classify a square crop around each candidate box and "
+                              "keep it only if its own prompt passes the gate there (one extra "
+                              "batch of crops); auto = on for windows and occlusion, off for "
+                              "dense, which stays one vision pass per frame", auto=True)
+    verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
+                                "share of its long side", lo=0.0, hi=1.0)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
                                 lo=2, hi=32)
+
+    @property
+    def verifies(self) -> bool:
+        """Whether boxes are verified: `verify`, with auto resolved for the method."""
+        if self.verify == "auto":
+            return self.method in ("windows", "occlusion")
+        return bool(self.verify) and self.method != "classify"
 
     def __post_init__(self) -> None:
         _validate(self, "detector")
@@ -179,7 +192,8 @@ def _validate(obj: Any, section: str) -> None:
         if f.metadata.get("auto"):
             if value == "auto":
                 continue
-            hint = int  # the numeric alternative of an `int | str` auto field
+            # the other alternative of an `int | str` or `bool | str` auto field
+            hint = next(arg for arg in typing.get_args(hint) if arg is not str)
         value = _coerce(key, value, hint)
         _check_range(key, value, f.metadata)
         object.__setattr__(obj, f.name, value)
@@ -194,7 +208,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false (got {value!r})")
+            alternatives = ", false or auto" if _or_auto(key) else " or false"
+            raise ConfigError(f"{key}: must be true{alternatives} (got {value!r})")
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):

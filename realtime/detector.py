@@ -23,6 +23,7 @@ from .frames import FrameUploader
 from .methods import ClassifyMethod, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
+from .verify import BoxVerifier
 
 
 class Detector:
@@ -36,6 +37,7 @@ class Detector:
                                self.config.background_prompts)
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
+        self.verifier = BoxVerifier(self.model, self.config.verify_margin)
         self.labels: tuple[str, ...] = ()
         self._text = torch.empty(0)
         if prompts:
@@ -60,12 +62,16 @@ class Detector:
         if not self.labels:
             raise RuntimeError("no prompts set: call set_prompts() first")
         start = time.perf_counter()
-        maps = self.method(self.upload(frame_bgr), self._text, len(self.labels))
+        pixels = self.upload(frame_bgr)
+        maps = self.method(pixels, self._text, len(self.labels))
         relevance, similarity, probability, frame_scores, fine = _to_host(maps)
         found = None
         if maps.frame_scores is None:
             found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config,
                                   fine=fine)
+            if self.config.verifies:
+                found = self.verifier(pixels, found, self._text, len(self.labels),
+                                      self.config.gate)
         return self._detections(found, similarity, probability, frame_scores, frame_index,
                                 timestamp_s, (time.perf_counter() - start) * 1000.0)
 

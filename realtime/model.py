@@ -175,15 +175,24 @@ class ClipModel:
         return _unit(pooled(out))
 
     @torch.inference_mode()
-    def encode_images(self, pixels: torch.Tensor, any_size: bool = False) -> torch.Tensor:
+    def encode_images(self, pixels: torch.Tensor, any_size: bool = False,
+                      bucket: bool = False) -> torch.Tensor:
         """(N, D) unit-norm float32 embeddings of normalised (N, 3, S, S) pixels.
 
         `any_size` accepts inputs other than S x S by interpolating the
-        position embeddings.  All images go in one batch unless `max_batch` is
-        set; a CUDA out-of-memory error halves the batch and retries, and the
-        smaller batch is kept for later frames.
+        position embeddings.  `bucket` marks a batch whose size changes from
+        frame to frame: with CUDA graphs it is padded to a power of two, so a
+        handful of graphs serve every size.  All images go in one batch unless
+        `max_batch` is set; a CUDA out-of-memory error halves the batch and
+        retries, and the smaller batch is kept for later frames.
         """
-        pixels = pixels.to(self.dtype)
+        count = pixels.shape[0]
+        if bucket and self._graphs is not None and not any_size:
+            padded = 1 << (count - 1).bit_length()
+            pixels = torch.cat([pixels, pixels.new_zeros(padded - count, *pixels.shape[1:])])
+        return self._encode_batches(pixels.to(self.dtype), any_size)[:count]
+
+    def _encode_batches(self, pixels: torch.Tensor, any_size: bool) -> torch.Tensor:
         while True:
             batch = self.max_batch or pixels.shape[0]
             try:

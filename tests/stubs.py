@@ -49,7 +49,8 @@ class StubClip:
         out[:, BACKGROUND_AXIS] = 1.0 - bright_fraction
         return torch.nn.functional.normalize(out, dim=-1)
 
-    def encode_images(self, pixels: torch.Tensor, any_size: bool = False) -> torch.Tensor:
+    def encode_images(self, pixels: torch.Tensor, any_size: bool = False,
+                      bucket: bool = False) -> torch.Tensor:
         self.image_batches.append(len(pixels))
         bright = (pixels.mean(dim=1) > 0.5).float().mean(dim=(1, 2))
         return self._embed(bright)

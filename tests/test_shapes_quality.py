@@ -43,6 +43,33 @@ def test_windows_give_two_instances_of_one_prompt_two_boxes(shapes_model):
     assert evaluate_shapes.twins(detector, 20, seed=12) >= 0.75
 
 
+def test_verification_removes_boxes_on_another_shape_of_the_same_colour(shapes_model):
+    # The demo scene has a purple circle beside a purple square: one window
+    # region covers both, the refine pass splits it into one box per shape, and
+    # without verification the circle's prompt also boxes the square.
+    from realtime import Detector
+    from realtime.source import demo_scene
+
+    scene = demo_scene()
+    wrong = {}
+    for verify in (False, True):
+        detector = Detector(scene.prompts, DetectorConfig(verify=verify), shapes_model)
+        wrong[verify] = found = present = 0
+        for index in range(0, 600, 20):
+            truth = scene.frame(index)
+            detections = detector(truth.frame)
+            for label_id, box in zip(detections.label_ids, detections.boxes):
+                label = detections.labels[label_id]
+                same_label = [t for t, l in zip(truth.boxes, truth.labels) if l == label]
+                wrong[verify] += evaluate_shapes.best_iou(np.asarray(same_label), box) < 0.3
+            for label, box in zip(truth.labels, truth.boxes):
+                present += 1
+                found += evaluate_shapes.best_iou(detections.for_label(label).boxes, box) >= 0.5
+        assert found >= 0.9 * present, (verify, found, present)
+    assert wrong[False] >= 5, wrong        # the scene does provoke it
+    assert wrong[True] <= 1, wrong
+
+
 @pytest.mark.parametrize("method", ["windows", "dense"])
 def test_bf16_on_the_cpu_draws_the_boxes_fp32_draws(method):
     # `--dtype auto` is bf16 on CPUs with bf16 instructions: it must not
