@@ -47,7 +47,7 @@ import cv2
 import numpy as np
 import torch
 
-from .boxes import maps_to_boxes
+from .boxes import Boxes, maps_to_boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
 from .detector import Detector, _to_host
 from .frames import crop_windows, normalise, resize
@@ -65,9 +65,9 @@ RANDOM_CLIP_DIR = "clip-vit-b32-random-v1"
 PIPELINE_QUEUE = 4   # frames waiting for inference in file mode (the app's QUEUE_FRAMES)
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
-UPLOAD, CROPS, VISION, REFINE, SCORING, POST = (
+UPLOAD, CROPS, VISION, REFINE, SCORING, POST, VERIFY = (
     "upload+resize+normalise", "crops", "vision batch", "refine (dense pass)", "scoring",
-    "post-processing")
+    "post-processing", "verify (box crops)")
 
 
 # --------------------------------------------------------------------------- result rows
@@ -242,6 +242,13 @@ def scene_frames(width: int, height: int, count: int, seed: int = 0) -> list[np.
     return [scene.frame(i).frame for i in range(count)]
 
 
+def scene_boxes(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """(3, 4) boxes of the shapes in frame 0 of `scene_frames`' scene."""
+    from .scenes import MovingScene
+
+    return np.asarray(MovingScene(width, height, 3, seed).frame(0).boxes, np.float32)
+
+
 def write_video(frames: Sequence[np.ndarray], path: Path, fps: float = 30.0) -> Path:
     height, width = frames[0].shape[:2]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (width, height))
@@ -295,9 +302,20 @@ def bench_walkthrough(model: ClipModel, frame: np.ndarray, grid: TileGrid,
 # --------------------------------------------------------------------------- our engine
 
 
-def _post(detector: Detector, maps: ScoreMaps) -> np.ndarray:
+def _post(detector: Detector, maps: ScoreMaps):
     relevance, similarity, probability, _, fine = _to_host(maps)
-    maps_to_boxes(relevance, similarity, probability, maps.grid, detector.config, fine=fine)
+    found = maps_to_boxes(relevance, similarity, probability, maps.grid, detector.config,
+                          fine=fine)
+    return similarity, found
+
+
+def _post_and_verify(detector: Detector, maps: ScoreMaps, pixels: torch.Tensor,
+                     clock: StageClock) -> np.ndarray:
+    """Post-processing, then (where the config verifies) the box crops, each timed."""
+    similarity, found = clock(POST, _post, detector, maps)
+    if detector.config.verifies:
+        clock(VERIFY, detector.verifier, pixels, found, detector._text, len(detector.labels),
+              detector.config.gate)
     return similarity
 
 
@@ -324,15 +342,14 @@ def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock) -> 
     if method._fine is not None:
         fine = clock(REFINE, method._fine, pixels, detector._text, len(detector.labels))
     maps = clock(SCORING, score, embeddings)
-    return clock(POST, _post, detector, maps)
+    return _post_and_verify(detector, maps, pixels, clock)
 
 
 def _prepare_dense(detector: Detector, frame: np.ndarray, input_size: Callable):
     spec = detector.model.spec
     pixels = detector.upload(frame)
-    height, width = pixels.shape[-2:]
-    in_h, in_w = input_size(height, width)
-    return normalise(resize(pixels, in_h, in_w, spec), spec), (height, width)
+    in_h, in_w = input_size(*pixels.shape[-2:])
+    return pixels, normalise(resize(pixels, in_h, in_w, spec), spec)
 
 
 def staged_dense(detector: Detector, frame: np.ndarray, clock: StageClock) -> np.ndarray:
@@ -348,11 +365,11 @@ def staged_dense(detector: Detector, frame: np.ndarray, clock: StageClock) -> np
         return ScoreMaps(TileGrid(width, height, rows, cols), sim_map, sim_map,
                          probs.T.reshape(-1, rows, cols))
 
-    image, (height, width) = clock(UPLOAD, _prepare_dense, detector, frame,
-                                   detector.method.input_size)
+    pixels, image = clock(UPLOAD, _prepare_dense, detector, frame, detector.method.input_size)
+    height, width = pixels.shape[-2:]
     patches = clock(VISION, model.patch_embeddings, image, detector.config.dense_variant)
     maps = clock(SCORING, score, patches)
-    return clock(POST, _post, detector, maps)
+    return _post_and_verify(detector, maps, pixels, clock)
 
 
 def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock) -> np.ndarray:
@@ -370,12 +387,12 @@ def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock) -
         whole = lambda v: v[0].view(-1, 1, 1).expand_as(drop)
         return ScoreMaps(grid, drop, whole(sims), whole(probs))
 
-    image, (height, width) = clock(UPLOAD, _prepare_dense, detector, frame,
-                                   method._dense.input_size)
+    pixels, image = clock(UPLOAD, _prepare_dense, detector, frame, method._dense.input_size)
+    height, width = pixels.shape[-2:]
     grid, batch = clock(CROPS, masked, image)
     embeddings = clock(VISION, model.encode_images, batch, True)
     maps = clock(SCORING, score, embeddings)
-    return clock(POST, _post, detector, maps)
+    return _post_and_verify(detector, maps, pixels, clock)
 
 
 STAGED = {"windows": staged_windows, "dense": staged_dense, "occlusion": staged_occlusion}
@@ -402,14 +419,48 @@ def bench_engine(detector: Detector, frame: np.ndarray, repeats: int, warmup: in
     end_to_end = time_calls(lambda: detector.detect(frame), repeats, sync)
     group = f"engine {method}"
     rows = [Row.timed(f"{group}: Detector.detect", group, end_to_end, note="end to end")]
-    rows += [Row.timed(f"{group}: {stage}", group, s, stage=True)
+    counts = verify_counts(detector, frame) if detector.config.verifies else None
+    rows += [Row.timed(f"{group}: {stage}", group, s, stage=True,
+                       note=f"{counts['candidates']} box crops" if stage == VERIFY else "")
              for stage, s in clock.samples.items()]
     rows.append(Row.timed(f"{group}: sum of stages", group, clock.totals(), stage=True,
                           note="synchronised around each stage"))
     detected = detector.detect(frame).similarity_maps
     atol = 1e-4 if detector.model.dtype == torch.float32 else 2e-2
     check = {"stages_match_detect": bool(np.allclose(staged_sim, detected, atol=atol))}
+    if counts is not None:
+        check["verify"] = counts
     return rows, check
+
+
+def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repeats: int
+                 ) -> list[Row]:
+    """The verify stage on given boxes: with random weights the gate passes no
+    candidate, so Detector.detect's own verify stage is empty and costs nothing."""
+    count = len(boxes)
+    found = Boxes(boxes, np.ones(count, np.float32), np.ones(count, np.float32),
+                  np.zeros(count, np.int64))
+    sync = device_sync(detector.model.device)
+    with torch.inference_mode():
+        pixels = detector.upload(frame)
+        verify = lambda: detector.verifier(pixels, found, detector._text,
+                                           len(detector.labels), 0.0)
+        verify()
+        samples = time_calls(verify, repeats, sync)
+    row = Row.timed(f"verify stage alone, {count} box crops", "verify", samples,
+                    note="the scene's shapes as candidates; adds to windows/occlusion")
+    row.fps = None   # an add-on cost per frame, not a frame: no frames/s, no ratios
+    return [row]
+
+
+@torch.inference_mode()
+def verify_counts(detector: Detector, frame: np.ndarray) -> dict:
+    """How many candidate boxes the verify stage crops on this frame, and keeps."""
+    pixels = detector.upload(frame)
+    _, found = _post(detector, detector.method(pixels, detector._text, len(detector.labels)))
+    kept = detector.verifier(pixels, found, detector._text, len(detector.labels),
+                             detector.config.gate)
+    return {"candidates": len(found.boxes), "kept": len(kept.boxes)}
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -793,6 +844,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     for method, detector in detectors.items():
         method_rows, checks[method] = bench_engine(detector, frame, args.repeats, args.warmup)
         rows += method_rows
+    verifying = [d for d in detectors.values() if d.config.verifies]
+    if verifying:
+        rows += bench_verify(verifying[0], frame, scene_boxes(width, height), args.repeats)
     if "pipeline" not in args.skip:
         pipeline_rows, extra["pipeline"] = bench_pipeline(
             detectors.get("windows") or next(iter(detectors.values())), frames,

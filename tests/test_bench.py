@@ -91,6 +91,12 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     assert "extrapolated" in rows["walkthrough loop"]["note"]
     assert rows["OWL-ViT graph"]["median_ms"] is None and "n/a" in rows["OWL-ViT graph"]["note"]
     assert all(check["stages_match_detect"] for check in report["checks"].values())
+    verify = rows["verify stage alone, 3 box crops"]
+    assert verify["median_ms"] > 0 and verify["fps"] is None
+    assert rows[f"engine windows: {bench.VERIFY}"]["median_ms"] >= 0
+    counts = report["checks"]["windows"]["verify"]
+    assert 0 <= counts["kept"] <= counts["candidates"]
+    assert "verify" not in report["checks"]["dense"]          # dense stays one pass
 
     table = capsys.readouterr().out
     assert "walkthrough loop" in table and "OWL-ViT graph" in table and "n/a on CPU" in table
