@@ -34,6 +34,7 @@ def test_windows_find_present_shapes_and_draw_nothing_for_absent_ones(shapes_mod
     figures = evaluate_shapes.evaluate(shapes_model, "windows", frames=60, seed=11)
     assert figures.present_found >= 0.80, figures
     assert figures.absent_clean >= 0.90, figures
+    assert figures.boxes_on_target >= 0.85, figures     # verified boxes sit on their shape
 
 
 def test_windows_give_two_instances_of_one_prompt_two_boxes(shapes_model):

@@ -41,6 +41,8 @@ class Figures:
     absent_clean: float       # absent (frame, prompt) pairs with no box at all
     twins_found: float        # two-instance frames where both instances get their own box
     classify_top1: float      # single-shape frames whose caption ranks first (classify only)
+    boxes_on_target: float = float("nan")  # drawn boxes with IoU >= 0.5 to a shape of their
+                                           # caption (precision; absent prompts' boxes miss)
 
 
 def scenes(seed: int, count: int, duplicate: bool = False, n_shapes=(1, 3)):
@@ -66,14 +68,17 @@ def holds_centre(boxes: np.ndarray, truth) -> bool:
 
 
 def localisation(detector, count: int, seed: int, n_shapes=(1, 3)
-                 ) -> tuple[float, float, float, float]:
+                 ) -> tuple[float, float, float, float, float]:
     found, ious, hits, clean, present_pairs, absent_pairs = 0, [], 0, 0, 0, 0
+    drawn, on_target = 0, 0
     for scene, prompts in scenes(seed, count, n_shapes=n_shapes):
         detector.set_prompts(prompts)
         result = detector(scene.frame)
         for prompt in prompts:
             boxes = result.for_label(prompt).boxes
             truths = [b for b, label in zip(scene.boxes, scene.labels) if label == prompt]
+            drawn += len(boxes)
+            on_target += sum(best_iou(truths, box) >= 0.5 for box in boxes)
             if not truths:
                 absent_pairs += 1
                 clean += len(boxes) == 0
@@ -85,7 +90,7 @@ def localisation(detector, count: int, seed: int, n_shapes=(1, 3)
                 found += iou >= 0.5
                 hits += holds_centre(boxes, truth)
     return (found / present_pairs, float(np.mean(ious)), hits / present_pairs,
-            clean / absent_pairs)
+            clean / absent_pairs, on_target / drawn if drawn else float("nan"))
 
 
 def twins(detector, count: int, seed: int) -> float:
@@ -117,9 +122,9 @@ def evaluate(model, method: str, frames: int = 60, seed: int = 0,
     if method == "classify":
         nan = float("nan")
         return Figures(frames, nan, nan, nan, nan, nan, classify_top1(detector, frames, seed))
-    found, iou, hit, clean = localisation(detector, frames, seed, n_shapes)
+    found, iou, hit, clean, on_target = localisation(detector, frames, seed, n_shapes)
     return Figures(frames, found, iou, hit, clean,
-                   twins(detector, max(10, frames // 3), seed), float("nan"))
+                   twins(detector, max(10, frames // 3), seed), float("nan"), on_target)
 
 
 def main() -> None:
@@ -130,6 +135,8 @@ def main() -> None:
                         help="method(s) to evaluate (default: all)")
     parser.add_argument("--frames", type=int, default=100, help="frames per figure")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--verify", action=argparse.BooleanOptionalAction, default=None,
+                        help="force box verification on or off (default: the method's auto)")
     parser.add_argument("--dtype", default="auto",
                         choices=("auto", "float32", "bfloat16", "float16"),
                         help="the model's dtype on the CPU (auto as in main.py)")
@@ -138,9 +145,11 @@ def main() -> None:
 
     model = load_model(ModelConfig(name=args.model, device="cpu", dtype=args.dtype))
     for method in args.method or ("windows", "dense", "occlusion", "classify"):
-        figures = evaluate(model, method, args.frames, args.seed)
+        config = DetectorConfig(method=method,
+                                verify="auto" if args.verify is None else args.verify)
+        figures = evaluate(model, method, args.frames, args.seed, config)
         print(json.dumps({"method": method, "dtype": str(model.dtype).removeprefix("torch."),
-                          **asdict(figures)}))
+                          "verify": config.verifies, **asdict(figures)}))
 
 
 if __name__ == "__main__":
