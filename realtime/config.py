@@ -66,7 +66,8 @@ class ModelConfig:
     device: str = _opt("auto", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
                        nonempty=True)
     dtype: str = _opt("auto", "auto (bf16/fp16 on CUDA; on a CPU bf16 if it has "
-                      "AVX512-BF16 or AMX, else fp32), float32, float16 or bfloat16", choices=("auto", "float32", "float16", "bfloat16"))
+                      "AVX512-BF16 or AMX, else fp32), float32, float16 or bfloat16",
+                      choices=("auto", "float32", "float16", "bfloat16"))
     max_batch: int = _opt(0, "most images encoded in one batch; 0 = all windows of a frame "
                           "in one batch", lo=0)
     cuda_graphs: bool = _opt(True, "replay the vision tower from a CUDA graph for fixed "
