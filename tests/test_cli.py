@@ -44,6 +44,18 @@ def test_flags_override_the_config_file_which_overrides_the_defaults(tmp_path):
     assert parse("--config", str(preset)).app.prompts == ("a cat", "a dog")
 
 
+def test_verify_is_auto_unless_a_flag_or_the_config_file_says_otherwise(tmp_path):
+    assert parse().detector.verify == "auto" and parse().detector.verifies
+    assert parse("--no-verify").detector.verifies is False
+    assert parse("--method", "dense").detector.verifies is False
+    assert parse("--method", "dense", "--verify").detector.verifies is True
+    preset = tmp_path / "p.yaml"
+    preset.write_text("detector: {method: dense, verify: true, verify_margin: 0.3}\n")
+    config = parse("--config", str(preset))
+    assert config.detector.verifies and config.detector.verify_margin == 0.3
+    assert parse("--config", str(preset), "--no-verify").detector.verifies is False
+
+
 def test_flag_values_reach_their_keys():
     config = parse("--source", "rtsp://cam/1", "--model", "m", "--device", "cpu", "--dtype",
                    "float16", "--method", "occlusion", "--gate", "0.3", "--tile-px", "64",
