@@ -12,7 +12,7 @@ import pytest
 
 import main
 from conftest import ROOT, read_video, write_video
-from realtime.config import field_help, load_config
+from realtime.config import SECTIONS, Config, field_help, load_config
 
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
@@ -42,6 +42,18 @@ def test_flags_override_the_config_file_which_overrides_the_defaults(tmp_path):
     assert config.app.prompts == ("a bird",) and config.app.fullscreen is False
     assert config.app.max_frames == 9 and config.detector.gate == 0.5
     assert parse("--config", str(preset)).app.prompts == ("a cat", "a dog")
+
+
+def test_the_default_preset_lists_every_key_at_its_default():
+    import dataclasses
+
+    import yaml
+
+    written = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    for section, cls in SECTIONS.items():
+        keys = {f.name for f in dataclasses.fields(cls)}
+        assert set(written[section]) == keys, (section, keys ^ set(written[section]))
+    assert load_config(ROOT / "configs" / "default.yaml") == Config()
 
 
 def test_verify_is_auto_unless_a_flag_or_the_config_file_says_otherwise(tmp_path):
