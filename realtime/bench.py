@@ -310,16 +310,18 @@ def _post(detector: Detector, maps: ScoreMaps):
 
 
 def _post_and_verify(detector: Detector, maps: ScoreMaps, pixels: torch.Tensor,
-                     clock: StageClock) -> np.ndarray:
-    """Post-processing, then (where the config verifies) the box crops, each timed."""
+                     clock: StageClock) -> tuple[np.ndarray, dict | None]:
+    """Post-processing, then (where the config verifies) the box crops, each timed;
+    the similarity maps and how many boxes the verify stage cropped and kept."""
     similarity, found = clock(POST, _post, detector, maps)
-    if detector.config.verifies:
-        clock(VERIFY, detector.verifier, pixels, found, detector._text, len(detector.labels),
-              detector.config.gate)
-    return similarity
+    if not detector.config.verifies:
+        return similarity, None
+    kept = clock(VERIFY, detector.verifier, pixels, found, detector._text,
+                 len(detector.labels), detector.config.gate)
+    return similarity, {"candidates": len(found.boxes), "kept": len(kept.boxes)}
 
 
-def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock) -> np.ndarray:
+def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock):
     """WindowsMethod, stage by stage (same calls as methods.WindowsMethod.__call__)."""
     model, method, spec = detector.model, detector.method, detector.model.spec
 
@@ -352,7 +354,7 @@ def _prepare_dense(detector: Detector, frame: np.ndarray, input_size: Callable):
     return pixels, normalise(resize(pixels, in_h, in_w, spec), spec)
 
 
-def staged_dense(detector: Detector, frame: np.ndarray, clock: StageClock) -> np.ndarray:
+def staged_dense(detector: Detector, frame: np.ndarray, clock: StageClock):
     """DenseMethod (MaskCLIP), stage by stage; it has no crops."""
     model = detector.model
     patch = model.spec.patch_px
@@ -372,7 +374,7 @@ def staged_dense(detector: Detector, frame: np.ndarray, clock: StageClock) -> np
     return _post_and_verify(detector, maps, pixels, clock)
 
 
-def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock) -> np.ndarray:
+def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock):
     """OcclusionMethod, stage by stage; its "crops" are the masked copies of the frame."""
     model, method = detector.model, detector.method
 
@@ -395,6 +397,8 @@ def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock) -
     return _post_and_verify(detector, maps, pixels, clock)
 
 
+# Each returns the similarity maps (checked against Detector.detect) and the verify
+# stage's box counts (None where the method does not verify).
 STAGED = {"windows": staged_windows, "dense": staged_dense, "occlusion": staged_occlusion}
 
 
@@ -415,11 +419,10 @@ def bench_engine(detector: Detector, frame: np.ndarray, repeats: int, warmup: in
             detector.detect(frame)
         clock = StageClock(sync)
         for _ in range(repeats):
-            staged_sim = staged(detector, frame, clock)
+            staged_sim, counts = staged(detector, frame, clock)
     end_to_end = time_calls(lambda: detector.detect(frame), repeats, sync)
     group = f"engine {method}"
     rows = [Row.timed(f"{group}: Detector.detect", group, end_to_end, note="end to end")]
-    counts = verify_counts(detector, frame) if detector.config.verifies else None
     rows += [Row.timed(f"{group}: {stage}", group, s, stage=True,
                        note=f"{counts['candidates']} box crops" if stage == VERIFY else "")
              for stage, s in clock.samples.items()]
@@ -451,16 +454,6 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
                     note="the scene's shapes as candidates; adds to windows/occlusion")
     row.fps = None   # an add-on cost per frame, not a frame: no frames/s, no ratios
     return [row]
-
-
-@torch.inference_mode()
-def verify_counts(detector: Detector, frame: np.ndarray) -> dict:
-    """How many candidate boxes the verify stage crops on this frame, and keeps."""
-    pixels = detector.upload(frame)
-    _, found = _post(detector, detector.method(pixels, detector._text, len(detector.labels)))
-    kept = detector.verifier(pixels, found, detector._text, len(detector.labels),
-                             detector.config.gate)
-    return {"candidates": len(found.boxes), "kept": len(kept.boxes)}
 
 
 # --------------------------------------------------------------------------- the pipeline
