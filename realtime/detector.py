@@ -115,10 +115,8 @@ def _to_host(maps: ScoreMaps):
     if maps.fine is not None:
         parts.append(maps.fine.relevance)
     flat = torch.cat([p.float().reshape(-1) for p in parts]).cpu().numpy()
-    pieces, offset = [], 0
-    for part in parts:
-        pieces.append(flat[offset:offset + part.numel()].reshape(part.shape))
-        offset += part.numel()
+    ends = np.cumsum([p.numel() for p in parts])[:-1]
+    pieces = [piece.reshape(p.shape) for piece, p in zip(np.split(flat, ends), parts)]
     relevance, similarity, probability = pieces[:3]
     frame_scores = pieces[3] if maps.frame_scores is not None else None
     fine = FineMap(pieces[-1], maps.fine.grid) if maps.fine is not None else None

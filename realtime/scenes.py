@@ -373,7 +373,8 @@ def random_shapes(
                 size *= 0.85
                 if size < 4:
                     raise ValueError(f"cannot fit {n_shapes} shapes into {width}x{height}")
-        shapes.append(Shape(kind, color, spot[0], spot[1], size, rng.uniform(-max_angle, max_angle)))
+        angle = rng.uniform(-max_angle, max_angle)
+        shapes.append(Shape(kind, color, spot[0], spot[1], size, angle))
         placed.append((spot[0], spot[1], size / 2))
     return shapes
 
@@ -397,7 +398,8 @@ def random_scene(
     """
     background = make_background(rng, width, height, style)
     shapes = random_shapes(
-        rng, width, height, n_shapes, size_range=size_range, duplicate=duplicate, max_angle=max_angle
+        rng, width, height, n_shapes, size_range=size_range, duplicate=duplicate,
+        max_angle=max_angle,
     )
     return render_shapes(background, shapes, with_index_map)
 
