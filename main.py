@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from realtime import app
+    from realtime.live import app
 
     try:
         return app.run(config)

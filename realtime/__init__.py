@@ -3,9 +3,7 @@
 from .config import (Config, ConfigError, DetectorConfig, ModelConfig, AppConfig,
                      config_from_dict, load_config)
 from .detections import Detections
-from .detector import Detector
-from .model import ClipModel, ModelLoadError, load_model
-from .prompts import PromptError
+from .engine import ClipModel, Detector, ModelLoadError, PromptError, load_model
 
 __all__ = ["AppConfig", "ClipModel", "Config", "ConfigError", "Detections", "Detector",
            "DetectorConfig", "ModelConfig", "ModelLoadError", "PromptError", "config_from_dict",

@@ -17,8 +17,8 @@ Rows (see docs/benchmarks.md):
   extrapolates to the whole frame (flagged as such);
 - engine <method>: each stage with a device synchronisation around it, then
   ``Detector.detect`` end to end with no extra synchronisation;
-- pipeline: the app's capture and inference threads (realtime.capture.Capture,
-  realtime.worker.Worker) on a generated 720p video file: frames/s and
+- pipeline: the app's capture and inference threads (realtime.live.capture.Capture,
+  realtime.live.worker.Worker) on a generated 720p video file: frames/s and
   capture-to-result latency;
 - OWL-ViT eager: processor, forward with the text, post-processing, per frame;
   OWL-ViT graph (CUDA only): the image path replayed from a CUDA graph with the
@@ -47,13 +47,13 @@ import cv2
 import numpy as np
 import torch
 
-from .boxes import Boxes, maps_to_boxes
+from .engine.boxes import Boxes, maps_to_boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
-from .detector import Detector, _to_host
-from .frames import crop_windows, normalise, resize
-from .methods import ScoreMaps, unit_scores
-from .model import ClipModel, ModelLoadError, load_model
-from .tiles import TileGrid, grid_for_frame
+from .engine.detector import Detector, _to_host
+from .engine.frames import crop_windows, normalise, resize
+from .engine.methods import ScoreMaps, unit_scores
+from .engine.model import ClipModel, ModelLoadError, load_model
+from .engine.tiles import TileGrid, grid_for_frame
 
 LAYOUTS = {
     "gpu": dict(frame=(1280, 720), tile_px=80, window_tiles=4, stride_tiles=1),   # 78 windows
@@ -477,9 +477,10 @@ def run_pipeline(detector: Detector, video: Path, live: bool = False, skip: int 
     includes the wait in the queue.  Live mode: the file is played at its own
     frame rate into a latest-frame-wins slot, as a camera would deliver it.
     """
-    from .capture import BoundedQueue, Capture, CaptureEnd, LatestSlot
-    from .source import open_reader, parse_source
-    from .worker import Result, Worker, WorkerError
+    from .buffers import BoundedQueue, LatestSlot
+    from .live.capture import Capture, CaptureEnd
+    from .live.source import open_reader, parse_source
+    from .live.worker import Result, Worker, WorkerError
 
     stop = threading.Event()
     inbox = LatestSlot() if live else BoundedQueue(PIPELINE_QUEUE)
@@ -526,7 +527,7 @@ def bench_pipeline(detector: Detector, frames: Sequence[np.ndarray], live: bool 
     info = dict(mode=mode, frames=result.frames, dropped=result.dropped, size=[width, height],
                 codec="mp4v", queue=("latest slot" if live else f"bounded {PIPELINE_QUEUE}"),
                 method=detector.config.method,
-                harness="realtime.capture.Capture + realtime.worker.Worker")
+                harness="realtime.live.capture.Capture + realtime.live.worker.Worker")
     return [row, service], info
 
 

@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 from realtime.config import Config, DetectorConfig, config_from_dict  # noqa: E402
 from realtime.detections import Detections  # noqa: E402
-from realtime.source import Grabbed, SourceSpec  # noqa: E402
+from realtime.live.source import Grabbed, SourceSpec  # noqa: E402
 
 
 def pytest_configure(config):
@@ -134,7 +134,7 @@ class FakeDetector:
 
 
 class FakeFactory:
-    """A detector_factory for realtime.app.run that records what it built."""
+    """A detector_factory for realtime.live.app.run that records what it built."""
 
     def __init__(self, **options) -> None:
         self.options, self.built = options, []

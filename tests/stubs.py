@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from realtime.model import InputSpec
+from realtime.engine.model import InputSpec
 
 DIM = 8
 AXES = {"white": 0, "black": 1, "red": 2}   # texts naming one of these get that axis

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from realtime import bench
-from realtime.model import resolve_dtype
-from realtime.tiles import grid_for_frame
+from realtime.engine.model import resolve_dtype
+from realtime.engine.tiles import grid_for_frame
 
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                   num_attention_heads=4)
@@ -103,7 +103,7 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
 
 
 def test_random_clip_builder_is_loadable(tmp_path):
-    from realtime.model import load_model
+    from realtime.engine.model import load_model
     from realtime.config import ModelConfig
 
     tower = dict(TINY_TOWER)
@@ -119,7 +119,7 @@ def test_random_clip_builder_is_loadable(tmp_path):
 
 @pytest.mark.slow
 def test_default_model_is_vit_b32_sized(tmp_path):
-    from realtime.model import load_model
+    from realtime.engine.model import load_model
     from realtime.config import ModelConfig
 
     directory = bench.build_random_clip(tmp_path / "b32")

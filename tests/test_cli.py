@@ -198,7 +198,7 @@ def test_demo_headless_is_deterministic_and_finds_the_scene_shapes(tmp_path):
     assert outputs[0] == outputs[1]                                  # same run, same lines
     records = [json.loads(line) for line in outputs[0].splitlines()]
     assert [r["frame"] for r in records] == list(range(30))
-    from realtime.source import demo_scene
+    from realtime.live.source import demo_scene
 
     captions = set(demo_scene().prompts)
     found = {d["label"] for r in records for d in r["detections"]}

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, app_config, write_frames
-from realtime import app
-from realtime.boxes import box_iou
+from realtime.live import app
+from realtime.engine.boxes import box_iou
 from realtime.config import DetectorConfig, ModelConfig, config_from_dict
-from realtime.model import load_model
+from realtime.engine.model import load_model
 from realtime.scenes import MovingScene, all_captions
 from tools import evaluate_shapes
 
@@ -49,7 +49,7 @@ def test_verification_removes_boxes_on_another_shape_of_the_same_colour(shapes_m
     # region covers both, the refine pass splits it into one box per shape, and
     # without verification the circle's prompt also boxes the square.
     from realtime import Detector
-    from realtime.source import demo_scene
+    from realtime.live.source import demo_scene
 
     scene = demo_scene()
     wrong = {}

@@ -9,7 +9,7 @@ import pytest
 from safetensors.torch import load_file
 
 from realtime.config import ModelConfig
-from realtime.model import load_model
+from realtime.engine.model import load_model
 from tools import train_shapes_clip
 
 TINY_RUN = ["--steps", "2", "--batch", "16", "--eval-images", "24", "--dense-scenes", "1"]

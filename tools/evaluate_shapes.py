@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from realtime.boxes import box_iou  # noqa: E402
+from realtime.engine.boxes import box_iou  # noqa: E402
 from realtime.config import DetectorConfig  # noqa: E402
 from realtime.scenes import all_captions, random_scene  # noqa: E402
 

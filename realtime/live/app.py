@@ -1,6 +1,6 @@
 """The application: checks, wiring, the render loop, keys, signals and exit codes.
 
-Data flow (each arrow a bounded buffer, see realtime.capture)::
+Data flow (each arrow a bounded buffer, see realtime.buffers)::
 
     capture thread --frames--> inference thread --results--> main thread
           \\______________________frames____________________/  (live only)
@@ -35,12 +35,14 @@ from typing import Callable
 
 import numpy as np
 
-from .capture import Backoff, BoundedQueue, Capture, CaptureEnd, Frame, LatestSlot
-from .config import DEFAULT_MODEL, Config, ConfigError
-from .detections import Detections
-from .model import ModelLoadError
+from ..buffers import BoundedQueue, LatestSlot
+
+from .capture import Backoff, Capture, CaptureEnd, Frame
+from ..config import DEFAULT_MODEL, Config, ConfigError
+from ..detections import Detections
+from ..engine.model import ModelLoadError
 from .outputs import VIDEO_CODECS, OutputError, Outputs, check_output_path, open_outputs
-from .prompts import PromptError, clean_prompts, read_prompts_file
+from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
 from .render import Overlay, compose, hud_text
 from .source import Reader, SourceError, demo_scene, open_reader, parse_source
 from .worker import SetThreshold, Worker, WorkerError
@@ -54,7 +56,7 @@ THRESHOLD_STEP = 0.05
 QUEUE_FRAMES = 4            # file mode: frames waiting for inference, results waiting to draw
 RESULTS_LIVE = 16           # live mode: results waiting to be logged (drained every frame)
 WINDOW_TITLE = "realtime detector"
-SHAPES_MODEL = Path(__file__).resolve().parent.parent / "models" / "shapes-clip"
+SHAPES_MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes-clip"
 KEY_QUIT, KEY_ESC, KEY_PAUSE, KEY_HEAT, KEY_SNAP = ord("q"), 27, ord(" "), ord("h"), ord("s")
 KEYS_UP, KEYS_DOWN = (ord("+"), ord("=")), (ord("-"), ord("_"))
 
@@ -107,7 +109,7 @@ def check_display(config: Config) -> None:
 def check_grid(reader: Reader, config: Config) -> None:
     """The sliding-window grid must fit the frame (ConfigError names the key)."""
     if config.detector.method == "windows":
-        from .tiles import grid_for_frame
+        from ..engine.tiles import grid_for_frame
 
         grid_for_frame(reader.width, reader.height, config.detector)
 
@@ -116,8 +118,8 @@ def load_detector(prompts: tuple[str, ...], config: Config):
     """The real detector: CLIP loaded onto its device (ModelLoadError on failure)."""
     from transformers.utils import logging as hf_logging
 
-    from .detector import Detector
-    from .model import load_model
+    from ..engine.detector import Detector
+    from ..engine.model import load_model
 
     hf_logging.disable_progress_bar()   # the app's own progress bar is the one that matters
     return Detector(prompts, config.detector, load_model(config.model))

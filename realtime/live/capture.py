@@ -1,13 +1,8 @@
 """The capture stage: a thread that reads a source into bounded buffers.
 
-Two kinds of buffer connect the stages, both with the same ``put(item,
-stop)`` / ``get(timeout_s)`` interface:
-
-- :class:`LatestSlot` holds one item and a put replaces what was not taken
-  (latest frame wins): for live sources, so inference never works on a stale
-  frame and nothing grows when a consumer is slower than the camera.
-- :class:`BoundedQueue` blocks the producer when full (back-pressure): for
-  files, so every frame is processed, in order, with bounded memory.
+It feeds :mod:`realtime.buffers`: a latest-wins slot for live sources (so
+inference never works on a stale frame), a bounded queue for files (every
+frame, in order, with back-pressure).
 
 The capture thread ends by putting one :class:`CaptureEnd` - why it ended and
 what it counted - into every buffer it feeds.
@@ -16,13 +11,14 @@ what it counted - into every buffer it feeds.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
+
+from ..buffers import Buffer
 
 log = logging.getLogger(__name__)
 
@@ -53,73 +49,6 @@ class CaptureEnd:
     frames_skipped: int = 0
     reconnects: int = 0
     error: str = ""
-
-
-class Buffer(Protocol):
-    maxsize: int
-
-    def put(self, item: Any, stop: threading.Event | None = None) -> bool: ...
-
-    def get(self, timeout_s: float) -> Any | None: ...
-
-    def qsize(self) -> int: ...
-
-
-class LatestSlot:
-    """A single-slot buffer: put never blocks and replaces an item not yet taken."""
-
-    maxsize = 1
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: Any = None
-        self._full = False
-        self.replaced = 0   # items overwritten before anyone took them (dropped frames)
-
-    def put(self, item: Any, stop: threading.Event | None = None) -> bool:
-        with self._cond:
-            self.replaced += self._full
-            self._item, self._full = item, True
-            self._cond.notify_all()
-        return True
-
-    def get(self, timeout_s: float) -> Any | None:
-        """The newest item not taken yet; None when none arrives within the timeout."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._full, timeout_s):
-                return None
-            item, self._item, self._full = self._item, None, False
-            return item
-
-    def qsize(self) -> int:
-        return int(self._full)
-
-
-class BoundedQueue:
-    """A FIFO of at most `maxsize` items; put waits for room (back-pressure) unless stopped."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self._queue: queue.Queue = queue.Queue(maxsize)
-
-    def put(self, item: Any, stop: threading.Event | None = None) -> bool:
-        """False when `stop` was set before there was room."""
-        while True:
-            try:
-                self._queue.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                if stop is not None and stop.is_set():
-                    return False
-
-    def get(self, timeout_s: float) -> Any | None:
-        try:
-            return self._queue.get(timeout=timeout_s)
-        except queue.Empty:
-            return None
-
-    def qsize(self) -> int:
-        return self._queue.qsize()
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ import torch
 from transformers import AutoProcessor, CLIPModel
 
 from realtime import Detector, DetectorConfig, ModelConfig, ModelLoadError, load_model
-from realtime.frames import FrameUploader
-from realtime.methods import WindowsMethod
-from realtime.model import resolve_device, resolve_dtype
+from realtime.engine.frames import FrameUploader
+from realtime.engine.methods import WindowsMethod
+from realtime.engine.model import resolve_device, resolve_dtype
 from realtime.scenes import MovingScene
 from tools.clip_factory import tiny_clip
 
@@ -64,7 +64,7 @@ def test_device_path_matches_per_crop_processor(tiny_dirs, window_tiles):
     frame = MovingScene(320, 240, n_shapes=3, seed=4).frame(0).frame
     method = WindowsMethod(model, config)
     plan = method.plan(240, 320)
-    from realtime.frames import crop_windows, normalise, resize
+    from realtime.engine.frames import crop_windows, normalise, resize
     image = normalise(resize(FrameUploader(model.device)(frame), plan.resized_h,
                              plan.resized_w, model.spec), model.spec)
     device_pixels = crop_windows(image, plan.rows_idx, plan.cols_idx)

@@ -3,7 +3,7 @@ import logging
 import pytest
 import torch
 
-from realtime.prompts import PromptBank, PromptError, clean_prompts, read_prompts_file
+from realtime.engine.prompts import PromptBank, PromptError, clean_prompts, read_prompts_file
 from tests.stubs import StubClip
 
 
@@ -47,6 +47,6 @@ def test_templates_are_averaged_per_prompt():
 def test_too_long_prompt_warns(caplog):
     stub = StubClip()
     stub.max_text_tokens = 4
-    with caplog.at_level(logging.WARNING, logger="realtime.prompts"):
+    with caplog.at_level(logging.WARNING, logger="realtime.engine.prompts"):
         PromptBank(stub).embed(["a very long prompt that goes on"])
     assert "the model reads the first 4" in caplog.text

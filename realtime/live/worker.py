@@ -16,8 +16,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .capture import Buffer, CaptureEnd, Frame
-from .detections import Detections
+from ..buffers import Buffer
+
+from .capture import CaptureEnd, Frame
+from ..detections import Detections
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from realtime import Detector, DetectorConfig
-from realtime.boxes import Boxes
+from realtime.engine.boxes import Boxes
 from realtime.config import ConfigError
-from realtime.verify import BoxVerifier, crop_squares
+from realtime.engine.verify import BoxVerifier, crop_squares
 from tests.stubs import StubClip
 
 
@@ -100,7 +100,7 @@ class _RecordingGraphs:
 
 def test_changing_crop_counts_reach_the_graphs_padded_to_a_power_of_two(tiny_model_dir):
     from realtime.config import ModelConfig
-    from realtime.model import load_model
+    from realtime.engine.model import load_model
 
     model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", dtype="float32"))
     pixels = torch.randn(5, 3, model.spec.image_px, model.spec.image_px)

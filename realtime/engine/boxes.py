@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .config import DetectorConfig
+from ..config import DetectorConfig
 from .tiles import TileGrid
 
 

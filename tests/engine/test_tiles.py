@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from realtime.config import ConfigError, DetectorConfig
-from realtime.tiles import TileGrid, grid_for_frame, window_starts
+from realtime.engine.tiles import TileGrid, grid_for_frame, window_starts
 
 
 @pytest.mark.parametrize("size, tile, window, expected_grid, expected_windows", [

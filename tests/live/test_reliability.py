@@ -17,10 +17,10 @@ import torch
 
 from conftest import (ROOT, FakeCamera, FakeFactory, RecordingDisplay, app_config,
                       pipeline_threads, read_video, write_video)
-from realtime import app
-from realtime.capture import Backoff
+from realtime.live import app
+from realtime.live.capture import Backoff
 from realtime.config import ConfigError, DetectorConfig, config_from_dict
-from realtime.source import Grabbed, SourceSpec
+from realtime.live.source import Grabbed, SourceSpec
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -171,7 +171,7 @@ def test_configuration_errors_name_the_key_and_what_is_allowed(data, fragment):
 
 
 def test_window_larger_than_the_grid_names_the_key_and_range():
-    from realtime.tiles import grid_for_frame
+    from realtime.engine.tiles import grid_for_frame
 
     with pytest.raises(ConfigError, match=r"detector.window_tiles: must be 1..3 .* \(got 5\)"):
         grid_for_frame(320, 240, DetectorConfig(tile_px=80, window_tiles=5))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from realtime.detections import Detections
-from realtime.render import (Overlay, compose, draw_banner, draw_box, draw_heatmap, draw_hud,
+from realtime.live.render import (Overlay, compose, draw_banner, draw_box, draw_heatmap, draw_hud,
                              hud_text, label_colour, put_text, short_label)
 
 GREY = 100
@@ -65,7 +65,7 @@ def test_non_ascii_labels_are_drawn_not_crashed_on():
 
 
 def test_text_falls_back_to_ascii_when_no_font_can_draw(monkeypatch):
-    import realtime.render as render
+    import realtime.live.render as render
 
     def broken(*args, **kwargs):
         raise OSError("no font")

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import FakeDetector
-from realtime.capture import BoundedQueue, CaptureEnd, Frame, LatestSlot
-from realtime.worker import Result, SetPrompts, SetThreshold, Worker, WorkerError
+from realtime.buffers import BoundedQueue, LatestSlot
+from realtime.live.capture import CaptureEnd, Frame
+from realtime.live.worker import Result, SetPrompts, SetThreshold, Worker, WorkerError
 
 
 def frame(i: int) -> Frame:

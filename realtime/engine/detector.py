@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .boxes import FineMap, linear_scores, maps_to_boxes
-from .config import DetectorConfig, ModelConfig
-from .detections import Detections
+from ..config import DetectorConfig, ModelConfig
+from ..detections import Detections
 from .frames import FrameUploader
 from .methods import ClassifyMethod, ScoreMaps, make_method
 from .model import ClipModel, load_model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import read_video
-from realtime.outputs import (JsonlOutput, OutputError, Outputs, VideoOutput,
+from realtime.live.outputs import (JsonlOutput, OutputError, Outputs, VideoOutput,
                               check_output_path, open_outputs)
 
 

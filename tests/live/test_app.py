@@ -14,9 +14,9 @@ import pytest
 
 from conftest import (FakeCamera, FakeFactory, RecordingDisplay, app_config, pipeline_threads,
                       read_video, write_video)
-from realtime import app
+from realtime.live import app
 from realtime.config import DEFAULT_MODEL, config_from_dict
-from realtime.render import label_colour
+from realtime.live.render import label_colour
 
 
 def jsonl(path) -> list[dict]:

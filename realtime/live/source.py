@@ -299,6 +299,6 @@ class DemoReader(Reader):
 
 def demo_scene():
     """The scene `--demo` plays; its captions are the demo's default prompts."""
-    from .scenes import MovingScene
+    from ..scenes import MovingScene
 
     return MovingScene(*DEMO_SIZE, n_shapes=DEMO_SHAPES, seed=DEMO_SEED)

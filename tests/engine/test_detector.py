@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from realtime import Detector, DetectorConfig
-from realtime.boxes import box_iou
-from realtime.methods import WindowsMethod
-from realtime.prompts import PromptError
+from realtime.engine.boxes import box_iou
+from realtime.engine.methods import WindowsMethod
+from realtime.engine.prompts import PromptError
 from tests.stubs import StubClip
 
 
@@ -65,7 +65,7 @@ def test_window_crops_are_the_windows_of_the_resized_frame():
     plan = method.plan(240, 320)
     image = torch.arange(plan.resized_h * plan.resized_w, dtype=torch.float32)
     image = image.view(1, 1, plan.resized_h, plan.resized_w).expand(1, 3, -1, -1)
-    from realtime.frames import crop_windows
+    from realtime.engine.frames import crop_windows
     crops = crop_windows(image, plan.rows_idx, plan.cols_idx)
     tile = plan.resized_h // plan.grid.rows
     for crop, (r, c) in zip(crops, plan.grid.window_origins):

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .detections import Detections
+from ..detections import Detections
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 TEXT_SCALE = 0.5

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from conftest import FakeCamera, write_video
-from realtime.capture import Backoff, BoundedQueue, Capture, CaptureEnd, Frame, LatestSlot
-from realtime.source import open_reader, parse_source
+from realtime.buffers import BoundedQueue, LatestSlot
+from realtime.live.capture import Backoff, Capture, CaptureEnd, Frame
+from realtime.live.source import open_reader, parse_source
 
 
 def drain(buffer, timeout_s: float = 10.0) -> list:

@@ -16,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from .config import ConfigError, DetectorConfig
+from ..config import ConfigError, DetectorConfig
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import DetectorConfig
+from ..config import DetectorConfig
 from .frames import (aspect_input_size, centre_crop_square, crop_windows, normalise, resize)
 from .model import ClipModel
 from .tiles import TileGrid, grid_for_frame, resized_tile_px

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import write_video
-from realtime.source import (DEMO_SIZE, SourceError, SourceSpec, list_images, open_reader,
+from realtime.live.source import (DEMO_SIZE, SourceError, SourceSpec, list_images, open_reader,
                              parse_source)
 
 

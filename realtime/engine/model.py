@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from .config import ModelConfig
+from ..config import ModelConfig
 
 log = logging.getLogger(__name__)
 

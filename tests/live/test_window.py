@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from realtime.render import label_colour
+from realtime.live.render import label_colour
 from tools.xvfb import read_xwd, virtual_screen
 
 # Skipped on a developer machine without Xvfb; CI (.ci/run) sets
@@ -33,7 +33,7 @@ CHILD = """
 import sys
 sys.path[:0] = [{root!r}, {tests!r}]
 from conftest import FakeFactory, app_config
-from realtime import app
+from realtime.live import app
 config = app_config(source={video!r}, headless=False, realtime=True, fullscreen={fullscreen})
 sys.exit(app.run(config, detector_factory=FakeFactory()))
 """

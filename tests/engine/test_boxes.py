@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from realtime.boxes import (box_iou, linear_scores, maps_to_boxes, merge_overlapping,
+from realtime.engine.boxes import (box_iou, linear_scores, maps_to_boxes, merge_overlapping,
                             normalise_map)
 from realtime.config import DetectorConfig
-from realtime.tiles import TileGrid
+from realtime.engine.tiles import TileGrid
 
 GRID = TileGrid(frame_w=800, frame_h=600, rows=6, cols=8)
 
