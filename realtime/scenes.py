@@ -42,6 +42,9 @@ __all__ = [
     "random_shapes",
     "random_scene",
     "MovingScene",
+    "Actor",
+    "ScriptedFrame",
+    "ScriptedScene",
 ]
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
@@ -520,3 +523,106 @@ class MovingScene:
     def frame(self, i: int, with_index_map: bool = False) -> Scene:
         """Frame ``i`` with its ground truth."""
         return render_shapes(self._background, self.shapes_at(i), with_index_map)
+
+
+# --------------------------------------------------------------------------- scripted scenes
+
+
+@dataclass(frozen=True)
+class Actor:
+    """A shape that follows a path: ``waypoints`` are ``(frame, cx, cy)``, sorted by frame.
+
+    Between two waypoints the centre moves in a straight line; before the first
+    and after the last the actor is not in the scene.  A centre outside the
+    frame lets an actor enter or leave through an edge.  ``identity`` names the
+    object across frames (ground truth for trackers).
+    """
+
+    identity: int
+    kind: str
+    color: str
+    size: float
+    waypoints: tuple[tuple[float, float, float], ...]
+    tilt: float = 0.0
+
+    def __post_init__(self) -> None:
+        caption(self.kind, self.color)
+        frames = [w[0] for w in self.waypoints]
+        if len(frames) < 2 or frames != sorted(frames):
+            raise ValueError("an actor needs at least two waypoints in frame order")
+
+    @property
+    def caption(self) -> str:
+        return caption(self.kind, self.color)
+
+    def at(self, i: int) -> Shape | None:
+        """The shape in frame ``i``, or None while the actor is not in the scene."""
+        frames = [w[0] for w in self.waypoints]
+        if i < frames[0] or i > frames[-1]:
+            return None
+        cx = float(np.interp(i, frames, [w[1] for w in self.waypoints]))
+        cy = float(np.interp(i, frames, [w[2] for w in self.waypoints]))
+        angle = self.tilt * math.sin(0.05 * i + self.identity)
+        return Shape(self.kind, self.color, cx, cy, self.size, angle)
+
+
+@dataclass(frozen=True)
+class ScriptedFrame:
+    """A frame of a :class:`ScriptedScene` and its ground truth, per object in view.
+
+    ``boxes`` are clipped to the frame; ``visible`` is the share of each
+    object's full (unclipped) box that lies inside the frame, so an object half
+    through an edge reads 0.5.  Occlusion by another shape does not lower it.
+    """
+
+    frame: np.ndarray
+    boxes: np.ndarray            # (N, 4) int32
+    labels: tuple[str, ...]
+    identities: np.ndarray       # (N,) int64
+    visible: np.ndarray          # (N,) float32
+
+
+class ScriptedScene:
+    """Actors moving over a fixed background along scripted paths (later actors on top).
+
+    For evaluation clips: objects that enter, leave, cross and overlap, with the
+    identity of every box known.  ``frame(i)`` depends only on the arguments and ``i``.
+    """
+
+    def __init__(self, width: int, height: int, actors: Sequence[Actor], seed: int,
+                 style: str | None = None) -> None:
+        self.width, self.height, self.actors = width, height, tuple(actors)
+        self._background = make_background(np.random.default_rng(seed), width, height, style)
+        self._background.setflags(write=False)
+
+    @property
+    def prompts(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a.caption for a in self.actors))
+
+    def frame(self, i: int) -> ScriptedFrame:
+        present = [(a, a.at(i)) for a in self.actors]
+        present = [(a, s) for a, s in present if s is not None]
+        scene = render_shapes(self._background, [s for _, s in present])
+        keep, visible = [], []
+        for n, (box, (_, shape)) in enumerate(zip(scene.boxes, present)):
+            share = _inside_share(shape, self.width, self.height)
+            if box[2] > box[0] and box[3] > box[1] and share > 0:
+                keep.append(n)
+                visible.append(share)
+        return ScriptedFrame(
+            frame=scene.frame,
+            boxes=scene.boxes[keep].reshape(-1, 4),
+            labels=tuple(scene.labels[n] for n in keep),
+            identities=np.array([present[n][0].identity for n in keep], np.int64),
+            visible=np.array(visible, np.float32),
+        )
+
+
+def _inside_share(shape: Shape, width: int, height: int) -> float:
+    """Share of the shape's circumscribed square that lies inside the frame."""
+    r = shape.radius
+    x0, x1 = max(0.0, shape.cx - r), min(float(width), shape.cx + r)
+    y0, y1 = max(0.0, shape.cy - r), min(float(height), shape.cy + r)
+    if x1 <= x0 or y1 <= y0:
+        return 0.0
+    return float((x1 - x0) * (y1 - y0) / (4 * r * r))

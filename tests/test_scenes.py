@@ -169,3 +169,29 @@ def test_an_upright_square_fills_its_box():
     assert abs((x2 - x1) - (y2 - y1)) <= 1
     inside = (scene.index_map[y1:y2, x1:x2] == 0).mean()
     assert inside > 0.9
+
+
+# --------------------------------------------------------------------------- scripted scenes
+
+
+def test_a_scripted_actor_enters_and_leaves_with_its_identity():
+    from realtime.scenes import Actor, ScriptedScene
+
+    actor = Actor(7, "circle", "red", 100, ((0, -60, 200), (30, 700, 200)))
+    scene = ScriptedScene(640, 480, [actor], seed=0)
+    assert len(scene.frame(0).boxes) == 0                      # still outside the frame
+    entering, inside = scene.frame(1), scene.frame(15)
+    assert entering.visible[0] < 0.5 and entering.boxes[0][0] == 0
+    assert inside.visible[0] == 1.0 and inside.identities.tolist() == [7]
+    x1, y1, x2, y2 = inside.boxes[0]
+    assert abs((x1 + x2) / 2 - np.interp(15, (0, 30), (-60, 700))) <= 2
+    assert 96 <= x2 - x1 <= 104 and inside.labels == ("a red circle",)
+    assert len(scene.frame(31).boxes) == 0                     # gone after its last waypoint
+
+
+def test_scripted_frames_are_deterministic():
+    from realtime.scenes import Actor, ScriptedScene
+
+    actors = [Actor(1, "star", "blue", 80, ((0, 100, 100), (10, 300, 200)), tilt=10)]
+    a, b = ScriptedScene(320, 240, actors, seed=4), ScriptedScene(320, 240, actors, seed=4)
+    assert np.array_equal(a.frame(5).frame, b.frame(5).frame)

@@ -20,7 +20,7 @@ from .boxes import FineMap, linear_scores, maps_to_boxes
 from ..config import DetectorConfig, ModelConfig
 from ..detections import Detections
 from .frames import FrameUploader
-from .methods import ClassifyMethod, ScoreMaps, make_method
+from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
 from .verify import BoxVerifier
@@ -59,17 +59,46 @@ class Detector:
     @torch.inference_mode()
     def detect(self, frame_bgr: np.ndarray, frame_index: int = 0,
                timestamp_s: float = 0.0) -> Detections:
-        if not self.labels:
-            raise RuntimeError("no prompts set: call set_prompts() first")
+        self._check_prompts()
         start = time.perf_counter()
         pixels = self.upload(frame_bgr)
         maps = self.method(pixels, self._text, len(self.labels))
+        return self._boxes(maps, pixels, frame_index, timestamp_s, start)
+
+    @torch.inference_mode()
+    def encode(self, frame_bgr: np.ndarray) -> Encoded:
+        """The prompt-free part of detection: the method's vision pass over the frame.
+
+        Its arrays can be stored and scored later, against any prompts, with
+        :meth:`detect_encoded` (what the archive index does).
+        """
+        return self.method.embed(self.upload(frame_bgr))
+
+    @torch.inference_mode()
+    def detect_encoded(self, encoded: Encoded, frame_index: int = 0,
+                       timestamp_s: float = 0.0) -> Detections:
+        """Detections from an :meth:`encode` result: the same maps and boxes as
+        :meth:`detect`, without the stages that need the frame's pixels (verify)."""
+        self._check_prompts()
+        start = time.perf_counter()
+        encoded = Encoded(encoded.frame_w, encoded.frame_h,
+                          {k: torch.as_tensor(v, device=self.model.device).float()
+                           for k, v in encoded.arrays.items()})
+        maps = self.method.score(encoded, self._text, len(self.labels))
+        return self._boxes(maps, None, frame_index, timestamp_s, start)
+
+    def _check_prompts(self) -> None:
+        if not self.labels:
+            raise RuntimeError("no prompts set: call set_prompts() first")
+
+    def _boxes(self, maps: ScoreMaps, pixels: torch.Tensor | None, frame_index: int,
+               timestamp_s: float, start: float) -> Detections:
         relevance, similarity, probability, frame_scores, fine = _to_host(maps)
         found = None
         if maps.frame_scores is None:
             found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config,
                                   fine=fine)
-            if self.config.verifies:
+            if self.config.verifies and pixels is not None:
                 found = self.verifier(pixels, found, self._text, len(self.labels),
                                       self.config.gate)
         return self._detections(found, similarity, probability, frame_scores, frame_index,

@@ -24,6 +24,21 @@ from .tiles import TileGrid, grid_for_frame, resized_tile_px
 
 
 @dataclass(frozen=True)
+class Encoded:
+    """What a method's vision pass made of one frame, before any prompt is known.
+
+    `arrays` maps a name ("windows", "patches", "fine", ...) to (N, D) unit-norm
+    embeddings; with the frame size and the detector config they are all that
+    scoring needs, so they can be stored (archive index) and scored later
+    against prompts that did not exist when the frame was seen.
+    """
+
+    frame_w: int
+    frame_h: int
+    arrays: dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
 class ScoreMaps:
     """Per-prompt maps over a grid of the frame, each (prompts, rows, cols).
 
@@ -54,7 +69,20 @@ def unit_scores(embeddings: torch.Tensor, text: torch.Tensor, num_prompts: int,
     return similarities[:, :num_prompts], probabilities[:, :num_prompts]
 
 
-class WindowsMethod:
+class Method:
+    """A localisation method: `embed` (the vision pass, prompt-free) then `score`."""
+
+    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        return self.score(self.embed(pixels), text, num_prompts)
+
+    def embed(self, pixels: torch.Tensor) -> Encoded:
+        raise NotImplementedError
+
+    def score(self, encoded: Encoded, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        raise NotImplementedError
+
+
+class WindowsMethod(Method):
     """Sliding windows of k x k tiles, cut from one resized frame, encoded in one batch."""
 
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
@@ -74,17 +102,29 @@ class WindowsMethod:
                                                   self.model.device)}
         return self._plans[key]
 
-    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
-        plan = self.plan(*pixels.shape[-2:])
+    def embed(self, pixels: torch.Tensor) -> Encoded:
+        frame_h, frame_w = pixels.shape[-2:]
+        plan = self.plan(frame_h, frame_w)
         spec = self.model.spec
         image = normalise(resize(pixels, plan.resized_h, plan.resized_w, spec), spec)
         # Cast before the gather: the crops (k^2 / stride^2 times the frame) are
         # copied in the model's dtype, half the bytes in bf16.
         crops = crop_windows(image.to(self.model.dtype), plan.rows_idx, plan.cols_idx)
-        embeddings = self.model.encode_images(crops)
-        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        arrays = {"windows": self.model.encode_images(crops)}
+        if self._fine is not None:
+            arrays["fine"] = self._fine.embed(pixels).arrays["patches"]
+        return Encoded(frame_w, frame_h, arrays)
+
+    def score(self, encoded: Encoded, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        plan = self.plan(encoded.frame_h, encoded.frame_w)
+        sims, probs = unit_scores(encoded.arrays["windows"], text, num_prompts,
+                                  self.model.logit_scale)
         sim_map = plan.tile_means(sims)
-        fine = self._fine(pixels, text, num_prompts) if self._fine else None
+        fine = None
+        if self._fine is not None and "fine" in encoded.arrays:
+            patches = Encoded(encoded.frame_w, encoded.frame_h,
+                              {"patches": encoded.arrays["fine"]})
+            fine = self._fine.score(patches, text, num_prompts)
         return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs), fine=fine)
 
 
@@ -136,7 +176,7 @@ class _WindowPlan:
         return out.view(-1, self.grid.rows, self.grid.cols)
 
 
-class DenseMethod:
+class DenseMethod(Method):
     """One vision pass over the whole frame; every patch token scored (MaskCLIP)."""
 
     def __init__(self, model: ClipModel, config: DetectorConfig,
@@ -149,20 +189,26 @@ class DenseMethod:
         short = self.input_px
         return aspect_input_size(frame_h, frame_w, short, self.model.spec.patch_px)
 
-    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+    def embed(self, pixels: torch.Tensor) -> Encoded:
         frame_h, frame_w = pixels.shape[-2:]
         spec = self.model.spec
         in_h, in_w = self.input_size(frame_h, frame_w)
         image = normalise(resize(pixels, in_h, in_w, spec), spec)
         patches = self.model.patch_embeddings(image, self.config.dense_variant)
-        sims, probs = unit_scores(patches, text, num_prompts, self.model.logit_scale)
+        return Encoded(frame_w, frame_h, {"patches": patches})
+
+    def score(self, encoded: Encoded, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        frame_w, frame_h, spec = encoded.frame_w, encoded.frame_h, self.model.spec
+        in_h, in_w = self.input_size(frame_h, frame_w)
+        sims, probs = unit_scores(encoded.arrays["patches"], text, num_prompts,
+                                  self.model.logit_scale)
         rows, cols = in_h // spec.patch_px, in_w // spec.patch_px
         grid = TileGrid(frame_w, frame_h, rows, cols)
         sim_map = sims.T.reshape(-1, rows, cols)
         return ScoreMaps(grid, sim_map, sim_map, probs.T.reshape(-1, rows, cols))
 
 
-class OcclusionMethod:
+class OcclusionMethod(Method):
     """Mask each cell of the frame in turn (all copies in one batch) and measure
     how much each prompt's similarity drops: the cells it depends on."""
 
@@ -187,34 +233,43 @@ class OcclusionMethod:
             self._masks = {key: (grid, keep.to(self.model.device))}
         return self._masks[key]
 
-    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+    def embed(self, pixels: torch.Tensor) -> Encoded:
         frame_h, frame_w = pixels.shape[-2:]
         spec = self.model.spec
         in_h, in_w = self._dense.input_size(frame_h, frame_w)
         image = normalise(resize(pixels, in_h, in_w, spec), spec)
-        grid, keep = self._cell_masks(frame_h, frame_w, in_h, in_w)
+        _, keep = self._cell_masks(frame_h, frame_w, in_h, in_w)
         # Zero after normalisation is the dataset mean colour: a neutral mask.
         batch = torch.cat([image, image * keep])
-        embeddings = self.model.encode_images(batch, any_size=True)
-        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        masked = self.model.encode_images(batch, any_size=True)
+        return Encoded(frame_w, frame_h, {"masked": masked})
+
+    def score(self, encoded: Encoded, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        in_h, in_w = self._dense.input_size(encoded.frame_h, encoded.frame_w)
+        grid, _ = self._cell_masks(encoded.frame_h, encoded.frame_w, in_h, in_w)
+        sims, probs = unit_scores(encoded.arrays["masked"], text, num_prompts,
+                                  self.model.logit_scale)
         drop = (sims[:1] - sims[1:]).T.reshape(-1, grid.rows, grid.cols)
         whole = lambda v: v[0].view(-1, 1, 1).expand_as(drop)
         return ScoreMaps(grid, drop, whole(sims), whole(probs))
 
 
-class ClassifyMethod:
+class ClassifyMethod(Method):
     """Whole-frame zero-shot classification: softmax over the prompts only."""
 
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
         self.model, self.config = model, config
 
-    def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+    def embed(self, pixels: torch.Tensor) -> Encoded:
         spec = self.model.spec
         image = normalise(centre_crop_square(pixels, spec.image_px, spec), spec)
         embedding = self.model.encode_images(image)
-        sims = (embedding @ text[:num_prompts].T)[0]
+        return Encoded(pixels.shape[-1], pixels.shape[-2], {"frame": embedding})
+
+    def score(self, encoded: Encoded, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
+        sims = (encoded.arrays["frame"] @ text[:num_prompts].T)[0]
         scores = torch.softmax(self.model.logit_scale * sims, dim=0)
-        grid = TileGrid(pixels.shape[-1], pixels.shape[-2], 1, 1)
+        grid = TileGrid(encoded.frame_w, encoded.frame_h, 1, 1)
         cell = lambda v: v.view(-1, 1, 1)
         return ScoreMaps(grid, cell(sims), cell(sims), cell(scores), frame_scores=scores)
 

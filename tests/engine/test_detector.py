@@ -206,3 +206,30 @@ def test_classify_ranks_prompts_without_boxes():
     assert found.to_record()["classification"][0]["label"] == "white"
     np.testing.assert_allclose(detector.classify(frame_with_blobs((0, 0, 320, 240))),
                                found.frame_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("config", [replace(LAYOUT, verify=False),
+                                    DetectorConfig(method="dense", verify=False),
+                                    DetectorConfig(method="occlusion", verify=False),
+                                    DetectorConfig(tile_px=40, window_tiles=2, verify=False)])
+def test_detections_from_stored_embeddings_equal_direct_detection(config):
+    # The archive stores encode()'s arrays (in fp16) and scores them later:
+    # with the pixel-only stages off, the boxes must be those of detect().
+    detector = Detector(["white"], config, StubClip())
+    frame = frame_with_blobs((40, 20, 280, 220))   # large: occlusion's gate is the whole frame's
+    direct = detector(frame)
+    encoded = detector.encode(frame)
+    stored = replace(encoded, arrays={k: v.half().numpy() for k, v in encoded.arrays.items()})
+    again = detector.detect_encoded(stored)
+    assert len(direct) >= 1
+    np.testing.assert_allclose(again.boxes, direct.boxes)
+    np.testing.assert_allclose(again.scores, direct.scores, atol=2e-3)
+    np.testing.assert_array_equal(again.label_ids, direct.label_ids)
+
+
+def test_encoding_needs_no_prompts_and_scoring_takes_new_ones():
+    detector = Detector((), LAYOUT, StubClip())
+    encoded = detector.encode(frame_with_blobs((40, 40, 120, 120)))
+    detector.set_prompts(["white", "red"])
+    found = detector.detect_encoded(encoded)
+    assert set(found.labels[i] for i in found.label_ids) == {"white"}
