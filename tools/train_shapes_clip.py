@@ -5,7 +5,7 @@ tests that need a model with real meaning use this one.  It is a plain
 ``CLIPModel`` (ViT, 64 px input, 8 px patches) saved with ``save_pretrained``
 next to a ``CLIPProcessor``, so it loads like any Hub checkpoint.
 
-What the images imitate (see ``realtime/methods.py``):
+What the images imitate (see ``realtime/engine/methods.py``):
 
 * windows:  square crops of 1/4 .. 2/3 of a scene's short side, resized to
   64 px (bicubic antialiased like PIL/torch, sometimes INTER_AREA);
@@ -53,8 +53,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from realtime.config import DEFAULT_BACKGROUND_PROMPTS  # noqa: E402
-from realtime.model import maskclip_head, maskclip_patch_tokens, pooled  # noqa: E402
+from realtime.engine.model import maskclip_head, maskclip_patch_tokens, pooled  # noqa: E402
 from realtime.scenes import (  # noqa: E402
+    BACKGROUND_STYLES,
     COLORS,
     DEFAULT_MAX_ANGLE,
     SHAPES,
@@ -64,10 +65,25 @@ from realtime.scenes import (  # noqa: E402
 )
 from tools.clip_factory import DEFAULT_WORDS, clip_config, make_processor, write_tokenizer  # noqa: E402
 
+# The bundled model's geometry; --image-px, --patch-px, --mean and --std make others
+# (the contrastive-only held-out models: see models/README.md).
 IMAGE_SIZE = 64
 PATCH_SIZE = 8
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the model sees images: square input side, patch side, normalisation."""
+
+    image_px: int = IMAGE_SIZE
+    patch_px: int = PATCH_SIZE
+    mean: tuple[float, float, float] = MEAN
+    std: tuple[float, float, float] = STD
+
+
+GEOMETRY = Geometry()
 MODEL_SIZES = dict(
     vision_hidden_size=128,
     vision_intermediate_size=512,
@@ -165,10 +181,11 @@ def resize_rgb(bgr: np.ndarray, width: int, height: int, rng: np.random.Generato
     return np.asarray(Image.fromarray(rgb).resize((width, height), Image.BICUBIC))
 
 
-def dense_size(width: int, height: int) -> tuple[int, int]:
-    """(w, h) of the dense input: short side IMAGE_SIZE, both multiples of the patch."""
-    scale = IMAGE_SIZE / min(width, height)
-    snap = lambda v: max(PATCH_SIZE, int(round(v * scale / PATCH_SIZE)) * PATCH_SIZE)
+def dense_size(width: int, height: int, geometry: Geometry = GEOMETRY) -> tuple[int, int]:
+    """(w, h) of the dense input: short side the input size, both multiples of the patch."""
+    patch = geometry.patch_px
+    scale = geometry.image_px / min(width, height)
+    snap = lambda v: max(patch, int(round(v * scale / patch)) * patch)
     return snap(width), snap(height)
 
 
@@ -204,14 +221,18 @@ def patch_targets(scene: Scene, index_map: np.ndarray, grid: tuple[int, int]) ->
 class SceneData:
     """Deterministic stream of training / evaluation images from one seed."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, geometry: Geometry = GEOMETRY, styles: tuple[str, ...] = ()) -> None:
         self.rng = np.random.default_rng(seed)
+        self.geometry = geometry
+        self.styles = styles  # background styles to draw from; () = all of realtime.scenes
 
     def scene(self, size: tuple[int, int], n_shapes: int | None = None) -> Scene:
         rng = self.rng
         n = int(rng.integers(1, 5)) if n_shapes is None else n_shapes
         duplicate = n >= 2 and rng.random() < 0.15
-        return random_scene(rng, *size, n, size_range=SHAPE_SIZES, duplicate=duplicate, with_index_map=True)
+        style = str(rng.choice(self.styles)) if self.styles else None
+        return random_scene(rng, *size, n, size_range=SHAPE_SIZES, duplicate=duplicate, style=style,
+                            with_index_map=True)
 
     def _crop_box(self, scene: Scene, mode: str) -> tuple[int, int, int]:
         """(x, y, side) of a square crop: around a shape (1.1-2.5 times its box, so
@@ -247,8 +268,9 @@ class SceneData:
     def _view(self, scene: Scene, counts: np.ndarray, region: tuple[slice, slice]):
         """A square region as a model input: image, class target, weight, patch targets."""
         target, weight = class_target(scene, counts, _shape_counts(scene, region))
-        image = resize_rgb(scene.frame[region], IMAGE_SIZE, IMAGE_SIZE, self.rng)
-        grid = (IMAGE_SIZE // PATCH_SIZE,) * 2
+        side = self.geometry.image_px
+        image = resize_rgb(scene.frame[region], side, side, self.rng)
+        grid = (side // self.geometry.patch_px,) * 2
         return image, target, weight, patch_targets(scene, scene.index_map[region], grid)
 
     def whole_frame(self, size: tuple[int, int]):
@@ -259,9 +281,10 @@ class SceneData:
     def dense(self, scene: Scene):
         """The whole scene at the dense input size and per-patch class targets/weights."""
         h, w = scene.frame.shape[:2]
-        in_w, in_h = dense_size(w, h)
+        in_w, in_h = dense_size(w, h, self.geometry)
         image = resize_rgb(scene.frame, in_w, in_h, self.rng)
-        targets, weights = patch_targets(scene, scene.index_map, (in_w // PATCH_SIZE, in_h // PATCH_SIZE))
+        patch = self.geometry.patch_px
+        targets, weights = patch_targets(scene, scene.index_map, (in_w // patch, in_h // patch))
         return image, targets, weights
 
     def batch(self, n_windows: int, n_frames: int, crops_per_scene: int = 6):
@@ -279,11 +302,11 @@ class SceneData:
         return [list(part) for part in zip(*views)], scenes
 
 
-def to_pixels(images: list[np.ndarray] | np.ndarray) -> torch.Tensor:
+def to_pixels(images: list[np.ndarray] | np.ndarray, geometry: Geometry = GEOMETRY) -> torch.Tensor:
     """RGB uint8 (N, H, W, 3) -> normalised float (N, 3, H, W)."""
     array = torch.from_numpy(np.ascontiguousarray(np.stack(images))).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+    mean = torch.tensor(geometry.mean).view(1, 3, 1, 1)
+    std = torch.tensor(geometry.std).view(1, 3, 1, 1)
     return (array / 255.0 - mean) / std
 
 
@@ -324,14 +347,15 @@ def xavier_init(module: torch.nn.Module) -> None:
                 torch.nn.init.zeros_(child.bias)
 
 
-def build_model(tokenizer, seed: int, sizes: dict[str, int], pos_scale: float = 0.0, xavier: bool = True):
+def build_model(tokenizer, seed: int, sizes: dict[str, int], pos_scale: float = 0.0, xavier: bool = True,
+                geometry: Geometry = GEOMETRY):
     """A fresh CLIPModel.  ``xavier`` re-initialises the vision tower's linear layers and
     patch embedding (CLIP's own small-std init learns shapes several times slower from
     scratch); ``pos_scale`` > 0 starts the vision position embeddings from a 2-D sine-cosine
     table (a spatial prior)."""
     from transformers import CLIPModel
 
-    config = clip_config(tokenizer, IMAGE_SIZE, PATCH_SIZE, **sizes)
+    config = clip_config(tokenizer, geometry.image_px, geometry.patch_px, **sizes)
     torch.manual_seed(seed)
     model = CLIPModel(config)
     if xavier:
@@ -339,7 +363,8 @@ def build_model(tokenizer, seed: int, sizes: dict[str, int], pos_scale: float = 
     if pos_scale > 0:
         embedding = model.vision_model.embeddings.position_embedding
         with torch.no_grad():
-            embedding.weight.copy_(pos_scale * sincos_positions(IMAGE_SIZE // PATCH_SIZE, embedding.weight.shape[1]))
+            grid = geometry.image_px // geometry.patch_px
+            embedding.weight.copy_(pos_scale * sincos_positions(grid, embedding.weight.shape[1]))
     return model
 
 
@@ -369,7 +394,8 @@ class Trainer:
         main = self.families[0].projection
         self.dense_projection = torch.from_numpy(main)
         self.optimizer = _optimizer(model, args.lr)
-        self.data = SceneData(args.seed)
+        self.geometry = geometry_of(args)
+        self.data = SceneData(args.seed, self.geometry, styles_of(args))
 
     def step(self, step: int) -> dict[str, float]:
         args, model = self.args, self.model
@@ -379,7 +405,7 @@ class Trainer:
             group["lr"] = args.lr * _lr_factor(step, args.steps, args.warmup)
         scale = model.logit_scale.exp()
         texts = [encode_texts(model, t) for t in self.tokens]
-        vision = model.vision_model(pixel_values=to_pixels(images), output_hidden_states=True)
+        vision = model.vision_model(pixel_values=to_pixels(images, self.geometry), output_hidden_states=True)
         image_emb = F.normalize(model.visual_projection(vision.pooler_output), dim=-1)
         target = torch.from_numpy(np.stack(targets))
         weight = torch.tensor(weights)
@@ -394,7 +420,7 @@ class Trainer:
             if args.dense_scenes > 0:
                 views = [self.data.dense(scene) for scene in scenes[: args.dense_scenes]]
                 scene_images, scene_targets, scene_weights = zip(*views)
-                scene_tokens = maskclip_patch_tokens(model, to_pixels(list(scene_images)))
+                scene_tokens = maskclip_patch_tokens(model, to_pixels(list(scene_images), self.geometry))
                 losses["dense_scene"] = args.dense_weight * self._patch_loss(
                     scene_tokens, list(zip(scene_targets, scene_weights)), texts[0], scale
                 )
@@ -427,7 +453,8 @@ def train(args) -> tuple[object, object, float]:
     torch.use_deterministic_algorithms(True, warn_only=True)
     out = Path(args.out)
     tokenizer = write_tokenizer(out, DEFAULT_WORDS)
-    model = build_model(tokenizer, args.seed, model_sizes(args), args.pos_scale, args.init == "xavier").train()
+    model = build_model(tokenizer, args.seed, model_sizes(args), args.pos_scale, args.init == "xavier",
+                        geometry_of(args)).train()
     trainer = Trainer(model, tokenizer, args)
     start = time.perf_counter()
     running: dict[str, float] = {}
@@ -440,7 +467,7 @@ def train(args) -> tuple[object, object, float]:
             summary = " ".join(f"{k}={v:.3f}" for k, v in running.items())
             tqdm.write(f"step {step + 1}/{args.steps} {time.perf_counter() - start:.0f}s {summary}", file=sys.stderr)
         if args.eval_every and (step + 1) % args.eval_every == 0:
-            quick = quick_eval(model, tokenizer, args.seed + 20_000)
+            quick = quick_eval(model, tokenizer, args.seed + 20_000, geometry=geometry_of(args))
             tqdm.write(f"step {step + 1} quick held-out: " + " ".join(f"{k}={v:.3f}" for k, v in quick.items()), file=sys.stderr)
             model.train()
     return model.eval(), tokenizer, time.perf_counter() - start
@@ -450,9 +477,9 @@ def train(args) -> tuple[object, object, float]:
 
 
 @torch.inference_mode()
-def evaluate(model, tokenizer, processor, seed: int, n: int) -> dict[str, float]:
-    """Held-out metrics on scenes from a seed the training never used."""
-    data = SceneData(seed)
+def evaluate(model, tokenizer, processor, seed: int, n: int, geometry: Geometry = GEOMETRY) -> dict[str, float]:
+    """Held-out metrics on scenes from a seed the training never used (every background style)."""
+    data = SceneData(seed, geometry)
     texts = list(CAPTIONS) + list(DEFAULT_BACKGROUND_PROMPTS)
     text = encode_texts(model, tokenizer(texts, padding=True, return_tensors="pt"))
     scale = float(model.logit_scale.exp())
@@ -465,12 +492,12 @@ def evaluate(model, tokenizer, processor, seed: int, n: int) -> dict[str, float]
 
 
 @torch.inference_mode()
-def quick_eval(model, tokenizer, seed: int, n: int = 240) -> dict[str, float]:
+def quick_eval(model, tokenizer, seed: int, n: int = 240, geometry: Geometry = GEOMETRY) -> dict[str, float]:
     """A small window-crop evaluation to watch progress (same seed every time)."""
     model.eval()
     texts = list(CAPTIONS) + list(DEFAULT_BACKGROUND_PROMPTS)
     text = encode_texts(model, tokenizer(texts, padding=True, return_tensors="pt"))
-    return _eval_windows(model, SceneData(seed), text, n)
+    return _eval_windows(model, SceneData(seed, geometry), text, n)
 
 
 def _class_of(target: np.ndarray) -> int | None:
@@ -488,7 +515,7 @@ def _eval_windows(model, data: SceneData, text: torch.Tensor, n: int) -> dict[st
                 images.append(image)
                 classes.append(_class_of(target))
     classes_t = torch.tensor(classes[:n])
-    sims = encode_images(model, to_pixels(images[:n])) @ text.T
+    sims = encode_images(model, to_pixels(images[:n], data.geometry)) @ text.T
     predicted = sims.argmax(-1).clamp(max=BG)  # any background prompt -> background
     bg = classes_t == BG
     return {
@@ -530,14 +557,15 @@ def _eval_dense(model, data: SceneData, text: torch.Tensor, n: int) -> dict[str,
             size = ASPECTS["4:3" if data.rng.random() < 0.7 else "16:9"][data.rng.integers(2)]
             scene = data.scene(size, n_shapes=n_shapes)
             h, w = scene.frame.shape[:2]
-            in_w, in_h = dense_size(w, h)
+            in_w, in_h = dense_size(w, h, data.geometry)
             image = resize_rgb(scene.frame, in_w, in_h, data.rng)
-            sims = F.normalize(maskclip_patch_tokens(model, to_pixels([image]))[0], dim=-1) @ text.T
-            cols = in_w // PATCH_SIZE
+            sims = F.normalize(maskclip_patch_tokens(model, to_pixels([image], data.geometry))[0], dim=-1) @ text.T
+            patch = data.geometry.patch_px
+            cols = in_w // patch
             for box, label in zip(scene.boxes, scene.labels):
                 r, c = divmod(int(sims[:, CAPTION_INDEX[label]].argmax()), cols)
                 sx, sy = w / in_w, h / in_h
-                px0, py0, px1, py1 = c * PATCH_SIZE * sx, r * PATCH_SIZE * sy, (c + 1) * PATCH_SIZE * sx, (r + 1) * PATCH_SIZE * sy
+                px0, py0, px1, py1 = c * patch * sx, r * patch * sy, (c + 1) * patch * sx, (r + 1) * patch * sy
                 cx, cy = (px0 + px1) / 2, (py0 + py1) / 2
                 strict += box[0] <= cx < box[2] and box[1] <= cy < box[3]
                 loose += px0 < box[2] and px1 > box[0] and py0 < box[3] and py1 > box[1]
@@ -550,13 +578,34 @@ def _eval_dense(model, data: SceneData, text: torch.Tensor, n: int) -> dict[str,
 # --------------------------------------------------------------------------- output
 
 
+def _dense_loss_lines(args, px: int) -> list[str]:
+    return [
+        "Dense (MaskCLIP) auxiliary loss: the patch tokens of every training image (from the same",
+        f"forward pass) and of whole scenes ({px} px short side, interpolated position embeddings) are",
+        "taken through the last block's value path exactly like the detector's dense method",
+        "(v = out_proj(v_proj(ln1 x)) + x; v = v + mlp(ln2 v); post_layernorm; visual_projection)",
+        "and scored against the same texts: patches >= 50 % inside a shape are trained towards its",
+        "caption, patches without shape pixels towards background, mixed patches are ignored",
+        f"(weight {args.dense_weight}; background patches count half). Without it the value path of",
+        "such a small model does not localise (see the ablation below); this loss is what makes",
+        "the model suitable for the dense method.",
+    ]
+
+
 def write_report(out: Path, args, metrics: dict[str, float], seconds: float, n_params: int) -> None:
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     command = "python tools/train_shapes_clip.py " + " ".join(shlex.quote(a) for a in args.argv)
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
     sizes = model_sizes(args)
+    geo = geometry_of(args)
+    px, patch = geo.image_px, geo.patch_px
+    objective = ("image-text contrastive loss plus a MaskCLIP patch loss" if args.dense_weight > 0
+                 else "only CLIP's image-text contrastive objective, no patch or dense loss")
+    styles = ", ".join(styles_of(args)) if args.backgrounds else "all of `realtime.scenes.BACKGROUND_STYLES`"
     lines = [
-        "# shapes-clip: a small CLIP trained on synthetic coloured shapes",
+        f"# {out.name}: a small CLIP trained on synthetic coloured shapes",
+        "",
+        f"Objective: {objective}.",
         "",
         "Made offline by `tools/train_shapes_clip.py` (deterministic: fixed seeds, one process,",
         f"{args.threads} torch threads, CPU). It is a plain `CLIPModel` + `CLIPProcessor`",
@@ -571,10 +620,10 @@ def write_report(out: Path, args, metrics: dict[str, float], seconds: float, n_p
         f"- training wall time: {seconds / 60:.1f} min",
         f"- parameters: {n_params / 1e6:.2f} M, `model.safetensors`: {size_mb:.1f} MB (fp32)",
         f"- vision: ViT {sizes['vision_num_hidden_layers']} layers x {sizes['vision_hidden_size']},"
-        f" input {IMAGE_SIZE} px, patch {PATCH_SIZE} px; text: {sizes['text_num_hidden_layers']} layers x"
+        f" input {px} px, patch {patch} px; text: {sizes['text_num_hidden_layers']} layers x"
         f" {sizes['text_hidden_size']}, word-level vocabulary (unknown words fall back to characters),"
         f" 32 tokens; projection {sizes['projection_dim']}",
-        f"- image mean/std: {MEAN} / {STD} (not OpenAI's); the learned `logit_scale` is saved"
+        f"- image mean/std: {geo.mean} / {geo.std}; the learned `logit_scale` is saved"
         f" (exp = {metrics['logit_scale']:.1f})",
         "",
         "## Data (generated on the fly by `realtime/scenes.py`, never repeated)",
@@ -582,13 +631,15 @@ def write_report(out: Path, args, metrics: dict[str, float], seconds: float, n_p
         "- scenes: 320x240 / 640x480 (80 % of steps) or 1280x720 / 640x360, 1-4 non-overlapping shapes",
         f"  ({len(SHAPES)} kinds x {len(COLORS)} colours = {len(CAPTIONS)} captions) of 10-45 % of the short side,",
         "  15 % with two instances of one caption, upright with a tilt of up to"
-        f" +-{DEFAULT_MAX_ANGLE:g} degrees (as `realtime.scenes` draws them), on muted textured backgrounds;",
+        f" +-{DEFAULT_MAX_ANGLE:g} degrees (as `realtime.scenes` draws them), on muted textured backgrounds",
+        f"  ({styles}; the held-out metrics below use every style);",
         f"- window crops ({1 - args.frame_share:.0%} of each batch): 55 % around a shape (side 1.1-2.5 times the shape's box,",
         "  so that the shape fills a good part of the view, like the windows that should win), 20 %",
         "  anywhere and 25 % looking for empty background (side 1/4..2/3 of the short side), resized",
-        "  to 64 px with antialiased bicubic (PIL, like the detector's resize) or INTER_AREA, BGR->RGB;",
-        f"- whole frames ({args.frame_share:.0%}): single-shape frames, shortest edge to 64 px and centre crop (classify method);",
-        f"- dense scenes: {args.dense_scenes} of each step's scenes, whole, short side 64 px, both sides multiples of 8.",
+        f"  to {px} px with antialiased bicubic (PIL, like the detector's resize) or INTER_AREA, BGR->RGB;",
+        f"- whole frames ({args.frame_share:.0%}): single-shape frames, shortest edge to {px} px and centre crop (classify method);",
+        *([f"- dense scenes: {args.dense_scenes} of each step's scenes, whole, short side {px} px, both sides multiples of {patch}."]
+          if args.dense_weight > 0 else []),
         "",
         "Targets are soft distributions over the captions + background: a shape counts fully when",
         ">= 70 % of its pixels are in view, linearly from 10 %; several full shapes share the mass;",
@@ -603,15 +654,9 @@ def write_report(out: Path, args, metrics: dict[str, float], seconds: float, n_p
         "prompts (weight 1; the form tests type), and lighter variants `{color} {shape}`, `a {shape}`,",
         "`a {color} shape` (0.15 each).",
         "",
-        "Dense (MaskCLIP) auxiliary loss: the patch tokens of every training image (from the same",
-        "forward pass) and of whole scenes (64 px short side, interpolated position embeddings) are",
-        "taken through the last block's value path exactly like the detector's dense method",
-        "(v = out_proj(v_proj(ln1 x)) + x; v = v + mlp(ln2 v); post_layernorm; visual_projection)",
-        "and scored against the same texts: patches >= 50 % inside a shape are trained towards its",
-        "caption, patches without shape pixels towards background, mixed patches are ignored",
-        f"(weight {args.dense_weight}; background patches count half). Without it the value path of",
-        "such a small model does not localise (see the ablation below); this loss is what makes",
-        "the model suitable for the dense method.",
+        *(_dense_loss_lines(args, px) if args.dense_weight > 0 else [
+            "No dense or patch loss: like every public CLIP, nothing trained the patch tokens to",
+            "localise, so this model is a fair test of anything built on patch maps (refine, dense)."]),
         "",
         f"Initialisation (`--init {args.init}`): the vision tower's linear layers and patch embedding",
         "are Xavier-uniform with zero biases (CLIP's own init, made for a pretrained-size model, left",
@@ -643,7 +688,7 @@ def write_report(out: Path, args, metrics: dict[str, float], seconds: float, n_p
         "",
         "- It only knows these shapes, colours and background prompts; other words are tokenized",
         "  character by character and carry little meaning.",
-        "- Shapes of ~10 % of the short side are ~6 px at the dense/classify input (64 px), less than",
+        f"- Shapes of ~10 % of the short side are ~{0.1 * px:.0f} px at the dense/classify input ({px} px), {'less than' if 0.1 * px < patch else 'about'}",
         "  one 8 px patch: the classify and dense methods are weakest there.",
     ]
     (out / "TRAINING.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -690,6 +735,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-px", type=int, default=IMAGE_SIZE, help="square input side of the vision tower")
+    parser.add_argument("--patch-px", type=int, default=PATCH_SIZE, help="patch side (must divide --image-px)")
+    parser.add_argument("--mean", type=float, nargs=3, default=MEAN, help="image normalisation mean (RGB)")
+    parser.add_argument("--std", type=float, nargs=3, default=STD, help="image normalisation std (RGB)")
+    parser.add_argument("--backgrounds", default="", help="comma-separated background styles to train on (default: all)")
     parser.add_argument("--dense-weight", type=float, default=0.5, help="MaskCLIP patch loss weight (0: off)")
     parser.add_argument("--dense-scenes", type=int, default=4, help="whole scenes per step for the dense loss")
     parser.add_argument("--vision-width", type=int, default=MODEL_SIZES["vision_hidden_size"])
@@ -704,8 +754,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--progress-every", type=float, default=30.0, help="seconds between progress bar updates")
     args = parser.parse_args(argv)
+    if args.image_px % args.patch_px:
+        parser.error(f"--patch-px {args.patch_px} must divide --image-px {args.image_px}")
+    unknown = set(styles_of(args)) - set(BACKGROUND_STYLES)
+    if unknown:
+        parser.error(f"--backgrounds: unknown style(s) {sorted(unknown)} (allowed: {', '.join(BACKGROUND_STYLES)})")
     args.argv = argv
     return args
+
+
+def geometry_of(args) -> Geometry:
+    return Geometry(args.image_px, args.patch_px, tuple(args.mean), tuple(args.std))
+
+
+def styles_of(args) -> tuple[str, ...]:
+    return tuple(s.strip() for s in args.backgrounds.split(",") if s.strip())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -722,11 +785,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         model, tokenizer, seconds = train(args)
         model.save_pretrained(out)
-        make_processor(tokenizer, IMAGE_SIZE, MEAN, STD).save_pretrained(out)
+        geo = geometry_of(args)
+        make_processor(tokenizer, geo.image_px, geo.mean, geo.std).save_pretrained(out)
         processor = AutoProcessor.from_pretrained(out)  # evaluate what was saved
         record = {"argv": args.argv, "seconds": seconds}
         (out / "training_record.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    metrics = evaluate(model, processor.tokenizer, processor, args.seed + 10_000, args.eval_images)
+    metrics = evaluate(model, processor.tokenizer, processor, args.seed + 10_000, args.eval_images,
+                       geometry_of(args))
     if seconds is not None:
         write_report(out, args, metrics, seconds, sum(p.numel() for p in model.parameters()))
         print(f"trained {args.steps} steps in {seconds / 60:.1f} min; held-out metrics:")
