@@ -74,6 +74,13 @@ class Detector:
         """
         return self.method.embed(self.upload(frame_bgr))
 
+    def layout(self) -> dict:
+        """What :meth:`encode`'s arrays depend on: the model, its input and the method's
+        layout settings.  Stored embeddings are only comparable under an equal layout."""
+        spec = self.model.spec
+        return {"model": self.model.name, "image_px": spec.image_px, "patch_px": spec.patch_px,
+                **self.method.layout()}
+
     @torch.inference_mode()
     def detect_encoded(self, encoded: Encoded, frame_index: int = 0,
                        timestamp_s: float = 0.0) -> Detections:

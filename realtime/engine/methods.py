@@ -70,7 +70,18 @@ def unit_scores(embeddings: torch.Tensor, text: torch.Tensor, num_prompts: int,
 
 
 class Method:
-    """A localisation method: `embed` (the vision pass, prompt-free) then `score`."""
+    """A localisation method: `embed` (the vision pass, prompt-free) then `score`.
+
+    `LAYOUT_KEYS` name the config fields that shape what `embed` returns:
+    embeddings made under another value of any of them cannot be scored.
+    """
+
+    LAYOUT_KEYS: tuple[str, ...] = ()
+
+    def layout(self) -> dict:
+        """What `embed`'s arrays depend on besides the model (stored beside them)."""
+        return {"method": self.config.method,
+                **{key: getattr(self.config, key) for key in self.LAYOUT_KEYS}}
 
     def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
         return self.score(self.embed(pixels), text, num_prompts)
@@ -84,6 +95,9 @@ class Method:
 
 class WindowsMethod(Method):
     """Sliding windows of k x k tiles, cut from one resized frame, encoded in one batch."""
+
+    LAYOUT_KEYS = ("tile_px", "tiles_per_side", "window_tiles", "stride_tiles", "refine",
+                   "refine_input_px", "dense_variant")
 
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
         self.model, self.config = model, config
@@ -179,6 +193,8 @@ class _WindowPlan:
 class DenseMethod(Method):
     """One vision pass over the whole frame; every patch token scored (MaskCLIP)."""
 
+    LAYOUT_KEYS = ("dense_input_px", "dense_variant")
+
     def __init__(self, model: ClipModel, config: DetectorConfig,
                  input_px: int | None = None) -> None:
         self.model, self.config = model, config
@@ -211,6 +227,8 @@ class DenseMethod(Method):
 class OcclusionMethod(Method):
     """Mask each cell of the frame in turn (all copies in one batch) and measure
     how much each prompt's similarity drops: the cells it depends on."""
+
+    LAYOUT_KEYS = ("dense_input_px", "occlusion_cells")
 
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
         self.model, self.config = model, config

@@ -233,3 +233,12 @@ def test_encoding_needs_no_prompts_and_scoring_takes_new_ones():
     detector.set_prompts(["white", "red"])
     found = detector.detect_encoded(encoded)
     assert set(found.labels[i] for i in found.label_ids) == {"white"}
+
+
+def test_the_layout_names_what_stored_embeddings_depend_on():
+    stub = StubClip()
+    stub.name = "stub"
+    windows = Detector((), LAYOUT, stub).layout()
+    assert windows["method"] == "windows" and windows["tile_px"] == 40 and windows["image_px"] == 32
+    assert Detector((), replace(LAYOUT, threshold=0.7), stub).layout() == windows  # scoring only
+    assert Detector((), replace(LAYOUT, window_tiles=3), stub).layout() != windows
