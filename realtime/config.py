@@ -108,9 +108,11 @@ class DetectorConfig:
     dense_input_px: int | str = _opt("auto", "dense/occlusion: short side of the model input "
                                      "in pixels; auto = the model's own input size", lo=16,
                                      hi=4096, auto=True)
-    dense_variant: str = _opt("maskclip", "dense: last-block value path as in MaskCLIP "
-                              "(keeps residual and MLP) or ClearCLIP (drops both)",
-                              choices=("maskclip", "clearclip"))
+    dense_variant: str = _opt("maskclip", "dense: the training-free last block that makes "
+                              "patch tokens local: maskclip (value path), clearclip (q-q "
+                              "attention, no residual/MLP), sclip (q-q + k-k attention), naclip "
+                              "(k-k attention + Gaussian neighbourhood); see docs/method.md",
+                              choices=("maskclip", "clearclip", "sclip", "naclip"))
     refine: bool = _opt(True, "windows: outline each window region with a dense patch map "
                         "(one extra pass at refine_input_px), so a box fits the object rather "
                         "than the window")

@@ -230,34 +230,90 @@ class ClipModel:
         return maskclip_patch_tokens(self.hf_model, pixels, variant)
 
 
+DENSE_VARIANTS = ("maskclip", "clearclip", "sclip", "naclip")
+
+
 def maskclip_patch_tokens(hf_model, pixels: torch.Tensor, variant: str = "maskclip"
                           ) -> torch.Tensor:
     """Projected patch tokens, (N, H/p * W/p, D), of images of any size (position
-    embeddings interpolated), through the last block's value path.
+    embeddings interpolated), through a training-free last block (`variant`).
 
     Plain CLIP patch tokens localise poorly because the last block's
-    query-key attention mixes global context into every token.  MaskCLIP
-    (Zhou et al., ECCV 2022) replaces that attention by the value path;
-    ClearCLIP (Lan et al., ECCV 2024) also drops the residual and the MLP.
+    query-key attention mixes global context into every token.  The variants
+    replace that block (see :func:`maskclip_head`).
     """
     vision = hf_model.vision_model
     hidden = vision.pre_layrnorm(vision.embeddings(pixels, interpolate_pos_encoding=True))
     for layer in vision.encoder.layers[:-1]:
         hidden = _first(layer(hidden, None))
-    return maskclip_head(hf_model, hidden, variant)
+    patch = hf_model.config.vision_config.patch_size
+    grid = (pixels.shape[-2] // patch, pixels.shape[-1] // patch)
+    return maskclip_head(hf_model, hidden, variant, grid)
 
 
-def maskclip_head(hf_model, hidden: torch.Tensor, variant: str = "maskclip") -> torch.Tensor:
-    """The last vision block on its input `hidden` with attention replaced by the value
-    path, then the same post-layernorm and projection as the class token, so that the
-    patch tokens are comparable with the text embeddings (not normalised)."""
+def maskclip_head(hf_model, hidden: torch.Tensor, variant: str = "maskclip",
+                  grid: tuple[int, int] | None = None) -> torch.Tensor:
+    """The last vision block on its input `hidden`, with its query-key attention
+    replaced, then the same post-layernorm and projection as the class token, so
+    that patch tokens are comparable with the text embeddings (not normalised).
+
+    - maskclip (Zhou et al., ECCV 2022): the value path, residual and MLP kept;
+    - clearclip (Lan et al., ECCV 2024): query-query attention, no residual, no MLP;
+    - sclip (Wang et al., 2024): softmax(qq) + softmax(kk) attention, residual, no MLP;
+    - naclip (Hajimiri et al., WACV 2025): key-key attention plus a Gaussian
+      neighbourhood prior over patch positions, no residual, no MLP.
+
+    `grid` is the (rows, cols) of patches, needed by naclip.
+    """
     vision = hf_model.vision_model
     last = vision.encoder.layers[-1]
-    values = last.self_attn.out_proj(last.self_attn.v_proj(last.layer_norm1(hidden)))
+    normed = last.layer_norm1(hidden)
     if variant == "maskclip":
-        values = values + hidden
+        values = last.self_attn.out_proj(last.self_attn.v_proj(normed)) + hidden
         values = values + last.mlp(last.layer_norm2(values))
+    elif variant in ("clearclip", "sclip", "naclip"):
+        values = last.self_attn.out_proj(_local_attention(last.self_attn, normed, variant, grid))
+        if variant == "sclip":
+            values = values + hidden
+    else:
+        raise ValueError(f"unknown dense variant {variant!r} (allowed: {', '.join(DENSE_VARIANTS)})")
     return hf_model.visual_projection(vision.post_layernorm(values[:, 1:]))
+
+
+def _local_attention(attn, x: torch.Tensor, variant: str, grid: tuple[int, int] | None
+                     ) -> torch.Tensor:
+    """Multi-head attention whose weights come from token self-similarity, which
+    peaks on each token itself and on tokens like it (so features stay where they are)."""
+    batch, tokens, _ = x.shape
+    heads = lambda proj: proj(x).view(batch, tokens, attn.num_heads, attn.head_dim).transpose(1, 2)
+    q, k, v = heads(attn.q_proj), heads(attn.k_proj), heads(attn.v_proj)
+    self_sim = lambda t: (t @ t.transpose(-1, -2)) * attn.scale
+    if variant == "clearclip":
+        weights = torch.softmax(self_sim(q), dim=-1)
+    elif variant == "sclip":
+        weights = torch.softmax(self_sim(q), dim=-1) + torch.softmax(self_sim(k), dim=-1)
+    else:
+        weights = torch.softmax(self_sim(k) + _neighbourhood(grid, x), dim=-1)
+    out = (weights @ v).transpose(1, 2).reshape(batch, tokens, -1)
+    return out
+
+
+def _neighbourhood(grid: tuple[int, int] | None, x: torch.Tensor) -> torch.Tensor:
+    """(tokens, tokens) Gaussian of the distance between patch positions (0 for the
+    class token).  NACLIP uses a standard deviation of 5 patches on a 28-patch grid
+    (ViT-B/16 at 448 px); it is scaled to this grid so the neighbourhood covers the
+    same share of the image."""
+    if grid is None:
+        raise ValueError("naclip needs the patch grid")
+    rows, cols = grid
+    ys, xs = torch.meshgrid(torch.arange(rows, device=x.device), torch.arange(cols, device=x.device),
+                            indexing="ij")
+    pos = torch.stack([ys.flatten(), xs.flatten()], 1).float()
+    std = max(1.0, 5.0 * min(rows, cols) / 28.0)
+    kernel = torch.exp(-torch.cdist(pos, pos) ** 2 / (2 * std * std))
+    out = x.new_zeros(rows * cols + 1, rows * cols + 1)
+    out[1:, 1:] = kernel.to(x.dtype)
+    return out
 
 
 class _GraphCache:

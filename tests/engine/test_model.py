@@ -134,3 +134,24 @@ def test_out_of_memory_halves_the_batch_and_retries(tiny_dirs):
     seen.clear()
     model.encode_images(pixels)                  # the smaller batch is remembered
     assert max(seen) == 2
+
+
+@pytest.mark.parametrize("variant", ["maskclip", "clearclip", "sclip", "naclip"])
+def test_every_dense_variant_gives_one_unit_embedding_per_patch(tiny_dirs, variant):
+    model = load_model(ModelConfig(name=str(tiny_dirs[64]), device="cpu", dtype="float32"))
+    pixels = torch.randn(1, 3, 48, 80)
+    patches = model.patch_embeddings(pixels, variant)
+    assert patches.shape == (6 * 10, model.hf_model.config.projection_dim)
+    torch.testing.assert_close(patches.norm(dim=-1), torch.ones(60))
+    if variant != "maskclip":   # each replaces the last block differently
+        assert not torch.allclose(patches, model.patch_embeddings(pixels, "maskclip"))
+
+
+def test_naclip_neighbourhood_falls_off_with_patch_distance():
+    from realtime.engine.model import _neighbourhood
+
+    prior = _neighbourhood((28, 28), torch.zeros(1))
+    assert prior[0].abs().sum() == 0                       # the class token has no position
+    centre = 1 + 14 * 28 + 14
+    assert prior[centre, centre] == 1.0
+    assert prior[centre, centre + 5] == pytest.approx(np.exp(-0.5), rel=1e-4)  # 5 patches = 1 std
