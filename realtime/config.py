@@ -283,6 +283,9 @@ def load_config(path: str | Path, base: Config | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not a UTF-8 text file (byte {exc.start} is "
+                          f"0x{exc.object[exc.start]:02x}); a preset is YAML text") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
