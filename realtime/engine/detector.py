@@ -29,7 +29,7 @@ from .verify import BoxVerifier
 class Detector:
     """Zero-shot detection with CLIP: one frame at a time, any number of prompts."""
 
-    def __init__(self, prompts: Sequence[str] = (), config: DetectorConfig | None = None,
+    def __init__(self, prompts: Sequence[str] | str = (), config: DetectorConfig | None = None,
                  model: ClipModel | ModelConfig | str | None = None) -> None:
         self.config = config or DetectorConfig()
         self.model = _as_model(model)
@@ -43,8 +43,9 @@ class Detector:
         if prompts:
             self.set_prompts(prompts)
 
-    def set_prompts(self, prompts: Sequence[str]) -> None:
-        """Change what to look for; only prompts not seen before are encoded."""
+    def set_prompts(self, prompts: Sequence[str] | str) -> None:
+        """Change what to look for (a string is one prompt); only prompts not seen
+        before are encoded."""
         self.labels = clean_prompts(prompts)
         self._text = self.bank.with_background(self.labels)
 
@@ -59,6 +60,7 @@ class Detector:
     @torch.inference_mode()
     def detect(self, frame_bgr: np.ndarray, frame_index: int = 0,
                timestamp_s: float = 0.0) -> Detections:
+        """Detections in one HxWx3 uint8 BGR frame (ValueError for anything else)."""
         if not self.labels:
             raise RuntimeError("no prompts set: call set_prompts() first")
         start = time.perf_counter()
