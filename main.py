@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.live import app
 
     try:
-        return app.run(config)
+        return app.run(config, also_reads=[("--config", args.config)] if args.config else [])
     except KeyboardInterrupt:   # only before the handlers are installed
         print("stopped by SIGINT", file=sys.stderr)
         return app.EXIT_SIGINT

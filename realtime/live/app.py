@@ -31,7 +31,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -41,10 +41,12 @@ from .capture import Backoff, Capture, CaptureEnd, Frame
 from ..config import DEFAULT_MODEL, Config, ConfigError
 from ..detections import Detections
 from ..engine.model import ModelLoadError
-from .outputs import VIDEO_CODECS, OutputError, Outputs, check_output_path, open_outputs
+from .outputs import (VIDEO_CODECS, OutputError, Outputs, check_distinct, check_output_path,
+                      open_outputs)
 from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
 from .render import Overlay, compose, hud_text
-from .source import Reader, SourceError, demo_scene, open_reader, parse_source
+from .source import (Reader, SourceError, SourceSpec, demo_scene, list_images, open_reader,
+                     parse_source)
 from .worker import SetThreshold, Worker, WorkerError
 
 log = logging.getLogger(__name__)
@@ -90,7 +92,21 @@ def resolve_prompts(config: Config) -> tuple[str, ...]:
     return clean_prompts(texts)
 
 
-def check_outputs(config: Config) -> None:
+def paths_read(config: Config, spec: SourceSpec) -> list[tuple[str, str]]:
+    """(flag, path) of every file the run reads: outputs must not name any of them."""
+    reads = [("--prompts-file", config.app.prompts_file)] if config.app.prompts_file else []
+    if spec.kind in ("video", "image"):
+        reads.append(("--source", str(spec.location)))
+    elif spec.kind == "folder":
+        reads += [("--source", str(image)) for image in list_images(Path(spec.location))]
+    return reads
+
+
+def check_outputs(config: Config, reads: Sequence[tuple[str, str]] = ()) -> None:
+    """Outputs that can be written and destroy nothing the run reads (before any is opened)."""
+    writes = [(flag, path) for flag, path in (("--output", config.app.output),
+                                              ("--detections", config.app.detections)) if path]
+    check_distinct(writes, reads)
     if config.app.output:
         check_output_path(config.app.output, "--output", tuple(VIDEO_CODECS))
     if config.app.detections:
@@ -480,12 +496,14 @@ class SignalStop:
 def run(config: Config, *, detector_factory: Callable = load_detector, display=None,
         reader: Reader | None = None, stop: threading.Event | None = None,
         backoff: Backoff | None = None,
-        on_frame: Callable[[RenderLoop], None] | None = None) -> int:
+        on_frame: Callable[[RenderLoop], None] | None = None,
+        also_reads: Sequence[tuple[str, str]] = ()) -> int:
     """Everything `python main.py` does once the arguments are parsed; the exit code.
 
     `detector_factory(prompts, config)`, `display`, `reader` (instead of
     opening app.source) and `on_frame` let tests run the whole pipeline with
-    fakes and watch it frame by frame.
+    fakes and watch it frame by frame.  `also_reads` names files read before
+    (flag, path: the --config file) that the outputs must not overwrite.
     """
     stop = stop or threading.Event()
     with SignalStop(stop) as signals:
@@ -493,11 +511,13 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
             config = with_demo_defaults(config)
             check_demo_model(config)
             prompts = resolve_prompts(config)
-            check_outputs(config)
+            spec = reader.spec if reader is not None else parse_source(config.app.source,
+                                                                       config.app.demo)
+            check_outputs(config, [*also_reads, *paths_read(config, spec)])
             if display is None:
                 check_display(config)
             if reader is None:
-                reader = open_reader(parse_source(config.app.source, config.app.demo))
+                reader = open_reader(spec)
         except INPUT_ERRORS as exc:
             return _input_error(exc)
         try:

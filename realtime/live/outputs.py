@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +24,34 @@ VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", 
 
 class OutputError(ValueError):
     """An output path cannot be written (an input error when found before the run)."""
+
+
+def check_distinct(writes: Sequence[tuple[str, str]], reads: Sequence[tuple[str, str]]) -> None:
+    """OutputError when an output names a file the run reads, or both outputs one file.
+
+    `writes` and `reads` are (flag, path) pairs.  Existing files are compared by
+    device and inode, so symlinks, hard links and ``./a.mp4`` against ``a.mp4``
+    all count; paths that do not exist yet by their resolved absolute path.
+    Call it before anything is opened for writing: opening would truncate.
+    """
+    seen = [(flag, path, _file_key(path)) for flag, path in reads]
+    for flag, path in writes:
+        key = _file_key(path)
+        for other_flag, other_path, other_key in seen:
+            if key == other_key:
+                raise OutputError(f"{flag} {path}: is the same file as {other_flag} "
+                                  f"{other_path}; writing it would destroy that "
+                                  "(give another path)")
+        seen.append((flag, path, key))
+
+
+def _file_key(path: str) -> tuple[int, int] | str:
+    expanded = os.path.expanduser(path)
+    try:
+        info = os.stat(expanded)
+        return info.st_dev, info.st_ino
+    except OSError:
+        return os.path.normcase(os.path.realpath(expanded))
 
 
 def check_output_path(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:

@@ -299,3 +299,77 @@ def test_ten_thousand_frames_with_bounded_memory_and_queues(tmp_path):
     growth_kib = max(rss.values()) - rss[1_000]
     assert growth_kib < 25 * 1024, rss               # after warm-up: flat, not per frame
     assert max(sizes) <= app.QUEUE_FRAMES
+
+
+# --------------------------------------------------------------------------- the user's files
+
+
+def _same_file_cases(tmp_path: Path):
+    """(app keys, the flag the error names) for each way of naming the source again."""
+    video = tmp_path / "a.mp4"
+    (tmp_path / "link.mp4").symlink_to(video)
+    os.link(video, tmp_path / "hard.mp4")
+    (tmp_path / "sub").mkdir()
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red circle\n")
+    src = str(video)
+    return [
+        (dict(source=src, output=src), "--output"),
+        (dict(source=src, output="./a.mp4"), "--output"),            # run from tmp_path
+        (dict(source="a.mp4", output=str(tmp_path / "sub" / ".." / "a.mp4")), "--output"),
+        (dict(source=src, output=str(tmp_path / "link.mp4")), "--output"),
+        (dict(source=str(tmp_path / "link.mp4"), output=src), "--output"),
+        (dict(source=src, output=str(tmp_path / "hard.mp4")), "--output"),
+        (dict(source=src, detections=src), "--detections"),
+        (dict(source=src, output="new.mp4", detections="./new.mp4"), "--detections"),
+        (dict(source=src, detections=str(prompts), prompts_file=str(prompts)), "--detections"),
+    ]
+
+
+def test_an_output_naming_a_file_the_run_reads_is_an_input_error_and_the_file_is_kept(
+        tmp_path, capsys, monkeypatch):
+    video = write_video(tmp_path / "a.mp4", 12)
+    original = video.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    factory = FakeFactory()
+    for app_keys, flag in _same_file_cases(tmp_path):
+        code = app.run(app_config(**app_keys), detector_factory=factory)
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert code == 2 and len(lines) == 1, (app_keys, lines)
+        assert lines[0].startswith(f"error: {flag} ") and "is the same file as" in lines[0]
+        assert video.read_bytes() == original, app_keys
+        assert (tmp_path / "prompts.txt").read_text() == "a red circle\n"
+        assert not (tmp_path / "new.mp4").exists()       # nothing was opened for writing
+    assert factory.built == []
+
+
+def test_an_output_inside_an_image_folder_source_may_not_name_one_of_its_images(tmp_path,
+                                                                                 capsys):
+    import cv2
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "f1.png"), np.zeros((8, 8, 3), np.uint8))
+    original = (folder / "f1.png").read_bytes()
+    code = app.run(app_config(source=str(folder), detections=str(folder / "f1.png")),
+                   detector_factory=FakeFactory())
+    assert code == 2 and "is the same file as --source" in last_stderr_line(capsys)
+    assert (folder / "f1.png").read_bytes() == original
+    dets = folder / "d.jsonl"                            # a new file beside them is fine
+    assert app.run(app_config(source=str(folder), detections=str(dets)),
+                   detector_factory=FakeFactory()) == 0 and len(jsonl(dets)) == 1
+
+
+def test_the_config_file_named_as_an_output_is_refused_and_kept(tmp_path, capsys):
+    import main
+
+    preset = tmp_path / "p.yaml"
+    preset.write_text("detector: {method: dense}\n")
+    video = write_video(tmp_path / "a.mp4", 4)
+    for flag in ("--output", "--detections"):
+        target = str(preset) if flag == "--detections" else str(tmp_path / "p.yaml")
+        code = main.main(["--config", str(preset), "--source", str(video), "--headless",
+                          "--prompt", "x", flag, target])
+        err = capsys.readouterr().err.splitlines()
+        assert code == 2 and len(err) == 1 and "is the same file as --config" in err[0], err
+    assert preset.read_text() == "detector: {method: dense}\n"
