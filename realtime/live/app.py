@@ -593,7 +593,8 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
         display.close()
         if progress is not None:
             progress.close()
-    return _summary(loop, worker, signals.received, error, time.monotonic() - started)
+    return _summary(loop, capture, worker, signals.received, error,
+                    time.monotonic() - started)
 
 
 def _join(thread, name: str) -> None:
@@ -602,9 +603,11 @@ def _join(thread, name: str) -> None:
                     JOIN_TIMEOUT_S)
 
 
-def _summary(loop: RenderLoop, worker: Worker, received: str, error: str,
+def _summary(loop: RenderLoop, capture: Capture, worker: Worker, received: str, error: str,
              elapsed_s: float) -> Summary:
-    end = loop.end or CaptureEnd("stopped")
+    # The counts come from the capture itself: after a signal or a quit the render
+    # loop never takes the CaptureEnd that carries them.
+    end = loop.end or capture.outcome()
     if error or loop.failure:
         reason, error = "error", error or loop.failure
     elif received:

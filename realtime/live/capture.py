@@ -82,6 +82,7 @@ class Capture:
         self.reconnecting = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._read = self._skipped = self._reconnects = 0
+        self._end: CaptureEnd | None = None
 
     def start(self) -> "Capture":
         self._thread.start()
@@ -91,6 +92,13 @@ class Capture:
         """True when the thread has ended within the timeout."""
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
+
+    def outcome(self) -> CaptureEnd:
+        """How the capture ended, with its counts; while it still runs (or was left
+        behind), the counts so far.  Every exit path reports these, signals included."""
+        if self._end is not None:
+            return self._end
+        return CaptureEnd("stopped", self._read, self._skipped, self._reconnects)
 
     def _run(self) -> None:
         try:
@@ -103,7 +111,7 @@ class Capture:
         finally:
             self.reader.close()
             self.reconnecting.clear()
-        end = CaptureEnd(reason, self._read, self._skipped, self._reconnects, error)
+        end = self._end = CaptureEnd(reason, self._read, self._skipped, self._reconnects, error)
         for sink in self.sinks:
             sink.put(end, self.stop)
 

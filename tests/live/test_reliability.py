@@ -373,3 +373,40 @@ def test_the_config_file_named_as_an_output_is_refused_and_kept(tmp_path, capsys
         err = capsys.readouterr().err.splitlines()
         assert code == 2 and len(err) == 1 and "is the same file as --config" in err[0], err
     assert preset.read_text() == "detector: {method: dense}\n"
+
+
+# --------------------------------------------------------------------------- true counts
+
+
+def test_the_summary_after_sigint_reports_the_real_reconnects(capsys):
+    camera = FakeCamera(fps=200, drop_after=10, failed_reopens=2)
+
+    def interrupt_once_flowing_again(loop):
+        if loop.view.frame.index >= 20:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    code = app.run(app_config(), detector_factory=FakeFactory(), reader=camera,
+                   display=RecordingDisplay(), backoff=Backoff(0.01, 0.01),
+                   on_frame=interrupt_once_flowing_again)
+    line = last_stderr_line(capsys)
+    assert code == 130 and camera.reopen_calls == 3
+    assert line.startswith("stopped by SIGINT: ") and (
+        ", 0 unreadable frames skipped, 3 reconnects, " in line), line
+
+
+def test_the_summary_after_sigterm_reports_the_real_skipped_frames(tmp_path, capsys):
+    video = write_video(tmp_path / "broken.avi", 60, fps=10.0)
+    corrupt_frames(video, (10, 11, 12))
+    dets = tmp_path / "d.jsonl"
+
+    def terminate(loop):
+        if loop.processed == 20:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    code = app.run(app_config(source=str(video), detections=str(dets)),
+                   detector_factory=FakeFactory(), on_frame=terminate)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 143 and line.startswith("stopped by SIGTERM: "), line
+    processed = len(jsonl(dets))
+    assert line.startswith(f"stopped by SIGTERM: {processed} frames processed, 3 unreadable "
+                           "frames skipped, 0 reconnects")
