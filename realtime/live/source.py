@@ -38,7 +38,8 @@ DEMO_FPS = 30.0
 DEMO_SIZE = (640, 480)
 DEMO_SHAPES = 4
 DEMO_SEED = 0
-MAX_BAD_READS = 32       # consecutive failed reads that end a damaged video file
+MAX_BAD_READS = 32       # least consecutive failed reads before a damaged file is given up
+BAD_STRETCH_S = 10.0     # files of unknown length: longest damaged stretch read through
 
 
 class SourceError(ValueError):
@@ -235,13 +236,26 @@ class VideoReader(Reader):
         self._last_index = -1
 
     def _read(self) -> Grabbed | None:
-        for _ in range(MAX_BAD_READS):
+        failed = 0
+        while failed < self._bad_reads_allowed():
             ok, image = self._cap.read()
             if ok and image is not None:
                 return Grabbed(self._index_of_last_read(), _as_bgr(image))
-            if self.frame_count is not None and self._last_index >= self.frame_count - 1:
-                return None   # a clean end: no need to probe further
+            failed += 1
         return None
+
+    def _bad_reads_allowed(self) -> int:
+        """Failed reads in a row before the file counts as ended.
+
+        Each failed read consumes one damaged frame, so while the container's
+        frame count says frames remain, reading on reaches the good frames after
+        a damaged stretch.  Without a count, a stretch of `BAD_STRETCH_S` is read
+        through.
+        """
+        if self.frame_count is None:
+            return max(MAX_BAD_READS, int(BAD_STRETCH_S * self.fps))
+        remaining = self.frame_count - 1 - self._last_index
+        return max(MAX_BAD_READS, remaining + 1) if remaining > 0 else 1
 
     def _index_of_last_read(self) -> int:
         pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)

@@ -104,6 +104,55 @@ def test_corrupt_frames_are_skipped_counted_and_keep_their_place(tmp_path, capsy
                                                "skipped, 0 reconnects, 27 frames shown")
 
 
+def damaged_mp4(path: Path, n_frames: int = 300, garbage_bytes: int = 15_000) -> Path:
+    """An mp4 with `garbage_bytes` of noise written over it at 5 %: a damaged stretch of
+    some 50 frames (more than any fixed give-up count of a few dozen), good frames after."""
+    write_video(path, n_frames, fps=30.0)
+    data = bytearray(path.read_bytes())
+    at = len(data) // 20
+    data[at:at + garbage_bytes] = np.random.default_rng(0).integers(
+        0, 256, garbage_bytes, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    return path
+
+
+def plain_opencv_count(path: Path, reads: int) -> int:
+    """Frames a plain cv2 loop decodes when it reads on through failures."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    decoded = sum(bool(cap.read()[0]) for _ in range(reads))
+    cap.release()
+    return decoded
+
+
+def test_good_frames_after_a_damaged_stretch_of_an_mp4_are_all_read(tmp_path, capsys):
+    video = damaged_mp4(tmp_path / "damaged.mp4")
+    decodable = plain_opencv_count(video, 600)
+    assert 150 < decodable < 300 - 40                # a long stretch is lost, most is not
+    dets = tmp_path / "d.jsonl"
+    assert app.run(app_config(source=str(video), detections=str(dets)),
+                   detector_factory=FakeFactory()) == 0
+    frames = [r["frame"] for r in jsonl(dets)]
+    assert len(frames) == decodable and frames == sorted(set(frames)) and frames[-1] == 299
+    assert last_stderr_line(capsys).startswith(f"done: {decodable} frames processed, "
+                                               f"{300 - decodable} unreadable frames skipped")
+
+
+def test_a_damaged_file_of_unknown_length_is_read_through_a_bounded_stretch(tmp_path):
+    from realtime.live.source import BAD_STRETCH_S, open_reader, parse_source
+
+    video = damaged_mp4(tmp_path / "damaged.mp4")
+    reader = open_reader(parse_source(str(video)))
+    reader.frame_count = None                         # as a container without a count
+    assert reader._bad_reads_allowed() == BAD_STRETCH_S * 30
+    got = 0
+    while reader.read() is not None:
+        got += 1
+    reader.close()
+    assert got == plain_opencv_count(video, 600)
+
+
 def test_truncated_file_finishes_and_reports_the_missing_frames(tmp_path, capsys):
     video = write_video(tmp_path / "cut.avi", 30, fps=10.0)
     data = video.read_bytes()
