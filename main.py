@@ -14,11 +14,27 @@ realtime/app.py (0 done, 1 runtime failure, 2 input error, 130/143 signals).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import logging
 import os
+import signal
 import sys
+
+
+def _stop_before_start(signum, _frame) -> None:
+    """Ctrl+C (or SIGTERM) before the application installs its own handlers: the
+    imports take seconds (torch) and nothing is open for writing yet, so leave at
+    once, with one line and no traceback."""
+    name = signal.Signals(signum).name
+    os.write(2, f"stopped by {name} before the run started\n".encode())
+    os._exit(130 if signum == signal.SIGINT else 143)
+
+
+if __name__ == "__main__":   # first, before the slow imports below
+    signal.signal(signal.SIGINT, _stop_before_start)
+    signal.signal(signal.SIGTERM, _stop_before_start)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
 
 from realtime.config import (METHODS, SECTIONS, Config, ConfigError, config_from_dict,
                              field_help, load_config)

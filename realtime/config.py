@@ -158,8 +158,9 @@ class AppConfig:
     fullscreen: bool = _opt(False, "fullscreen window (kiosks)")
     heatmap: bool = _opt(False, "start with the score-map overlay on")
     hud: bool = _opt(True, "draw the fps / latency / device line")
-    max_reconnects: int = _opt(0, "live sources: reopen at most this many times after a "
-                               "failure; 0 = keep trying", lo=0)
+    max_reconnects: int = _opt(0, "live sources: give up after this many reopen attempts in "
+                               "a row (a reopen counts as failed unless the source then stays "
+                               "up for 5 s); 0 = keep trying", lo=0)
     reconnect_delay_max_s: float = _opt(4.0, "live sources: longest wait between two reopen "
                                         "attempts (waits double from 0.25 s up to this)",
                                         lo=0.0, hi=60.0)

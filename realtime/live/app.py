@@ -45,8 +45,8 @@ from .outputs import (VIDEO_CODECS, OutputError, Outputs, check_distinct, check_
                       open_outputs)
 from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
 from .render import Overlay, compose, hud_text
-from .source import (Reader, SourceError, SourceSpec, demo_scene, list_images, open_reader,
-                     parse_source)
+from .source import (Reader, SourceError, SourceSpec, call_unless_stopped, demo_scene,
+                     list_images, open_reader, parse_source)
 from .worker import SetThreshold, Worker, WorkerError
 
 log = logging.getLogger(__name__)
@@ -517,13 +517,21 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
             if display is None:
                 check_display(config)
             if reader is None:
-                reader = open_reader(spec)
+                reader = open_reader(spec, stop)
         except INPUT_ERRORS as exc:
+            if stop.is_set():
+                return _interrupted(signals.received)
             return _input_error(exc)
+        if stop.is_set():   # Ctrl+C while the source opened (a stream that does not answer)
+            if reader is not None:
+                reader.close()
+            return _interrupted(signals.received)
         try:
             check_grid(reader, config)
-            detector = detector_factory(prompts, config)
+            # In a helper thread, so that Ctrl+C during a long load stops at once.
+            detector = call_unless_stopped(lambda: detector_factory(prompts, config), stop)
             if stop.is_set():   # interrupted while the model loaded
+                reader.close()
                 return _interrupted(signals.received)
             outputs = open_outputs(config.app.output, config.app.detections, reader.fps,
                                    reader.width, reader.height)
@@ -599,8 +607,10 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
 
 def _join(thread, name: str) -> None:
     if not thread.join(JOIN_TIMEOUT_S):
-        log.warning("%s thread did not stop within %.0f s; leaving it behind", name,
-                    JOIN_TIMEOUT_S)
+        # A daemon thread inside a blocking call (a stream read, a model pass); the
+        # outputs are the main thread's, so leaving it loses nothing.
+        log.info("%s thread did not stop within %.0f s; leaving it behind", name,
+                 JOIN_TIMEOUT_S)
 
 
 def _summary(loop: RenderLoop, capture: Capture, worker: Worker, received: str, error: str,
