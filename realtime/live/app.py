@@ -120,6 +120,12 @@ def check_display(config: Config) -> None:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise ConfigError("app.headless: no display to open a window on ($DISPLAY is not "
                           "set); pass --headless, or run under a desktop or Xvfb")
+    platform = os.environ.get("QT_QPA_PLATFORM", "xcb")
+    if os.environ.get("DISPLAY") and platform.startswith("xcb") and (
+            x11_display_answers() is False):
+        raise ConfigError(f"app.headless: no X server answers at DISPLAY="
+                          f"{os.environ['DISPLAY']} (stale after ssh -X, or Xvfb not "
+                          "running); pass --headless, or start the X server")
 
 
 def check_grid(reader: Reader, config: Config) -> None:
@@ -214,12 +220,27 @@ class WindowDisplay:
 
 def x11_screen_size() -> tuple[int, int] | None:
     """(width, height) of the default X screen, or None (no X, no libX11)."""
+    found, size = _x11_probe()
+    return size if found == "ok" else None
+
+
+def x11_display_answers() -> bool | None:
+    """Whether an X server answers at $DISPLAY; None when libX11 is not there to ask."""
+    found, _ = _x11_probe()
+    return None if found == "no-libx11" else found == "ok"
+
+
+def _x11_probe() -> tuple[str, tuple[int, int] | None]:
+    """("ok", screen size), ("no-answer", None) or ("no-libx11", None): one X
+    connection attempt at $DISPLAY, as Qt's would be (which aborts on failure)."""
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("X11") if os.environ.get("DISPLAY") else None
+    if not os.environ.get("DISPLAY"):
+        return "no-answer", None
+    name = ctypes.util.find_library("X11")
     if not name:
-        return None
+        return "no-libx11", None
     try:
         x11 = ctypes.CDLL(name)
         x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
@@ -229,15 +250,15 @@ def x11_screen_size() -> tuple[int, int] | None:
         x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
         display = x11.XOpenDisplay(None)
         if not display:
-            return None
+            return "no-answer", None
         try:
             screen = x11.XDefaultScreen(display)
             size = x11.XDisplayWidth(display, screen), x11.XDisplayHeight(display, screen)
         finally:
             x11.XCloseDisplay(display)
     except (OSError, AttributeError):
-        return None
-    return size if min(size) > 0 else None
+        return "no-libx11", None
+    return ("ok", size) if min(size) > 0 else ("no-answer", None)
 
 
 # --------------------------------------------------------------------------- the loop

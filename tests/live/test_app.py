@@ -306,3 +306,39 @@ def test_hud_names_the_device_and_the_precision_that_runs():
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16)
     assert app._device_name(SimpleNamespace(model=model)) == "cpu bfloat16"
     assert app._device_name(SimpleNamespace(model=SimpleNamespace(device="fake"))) == "fake"
+
+
+needs_libx11 = pytest.mark.skipif(__import__("ctypes.util").util.find_library("X11") is None,
+                                  reason="libX11 is not installed: no X connection to try")
+
+
+@needs_libx11
+def test_a_display_that_is_set_but_dead_is_an_input_error(monkeypatch, capsys, video_file):
+    monkeypatch.setenv("DISPLAY", ":999")                   # no X server there
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    factory = FakeFactory()
+    assert_input_error(capsys, app.run(app_config(source=str(video_file), headless=False),
+                                       detector_factory=factory),
+                       "app.headless", "no X server answers at DISPLAY=:999", "--headless")
+    assert factory.built == []
+    app.check_display(app_config(headless=True))            # headless needs no display
+
+
+@needs_libx11
+def test_main_with_a_dead_display_exits_2_instead_of_aborting(tmp_path, video_file):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM",
+                                                            "WAYLAND_DISPLAY")}
+    out = tmp_path / "o.mp4"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--source", str(video_file),
+                           "--prompt", "x", "--output", str(out)],
+                          env={**env, "DISPLAY": ":999"}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines() == [
+        "error: app.headless: no X server answers at DISPLAY=:999 (stale after ssh -X, or "
+        "Xvfb not running); pass --headless, or start the X server"]
