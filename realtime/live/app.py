@@ -22,6 +22,7 @@ closes the JSON Lines file, then prints one summary line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -607,23 +608,50 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
     loop.on_frame = on_frame
     error = ""
     started = time.monotonic()
-    try:
-        worker.start()
-        capture.start()
-        loop.run_latest() if live else loop.run_in_order()
-    except Exception as exc:  # e.g. the disk filled up: stop cleanly, keep what was written
-        log.debug("render loop failed", exc_info=True)
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    finally:
-        stop.set()
-        _join(capture, "capture")
-        _join(worker, "inference")
-        outputs.close()
-        display.close()
-        if progress is not None:
-            progress.close()
+    with _logs_above(progress):
+        try:
+            worker.start()
+            capture.start()
+            loop.run_latest() if live else loop.run_in_order()
+        except Exception as exc:  # e.g. the disk filled up: stop cleanly, keep what was written
+            log.debug("render loop failed", exc_info=True)
+            error = _one_line(exc)
+        finally:
+            stop.set()
+            _join(capture, "capture")
+            _join(worker, "inference")
+            closing_error = _close_outputs(outputs)
+            display.close()
+            if progress is not None:
+                progress.close()   # before the summary: it gets a line of its own
+    error = error or closing_error
     return _summary(loop, capture, worker, signals.received, error,
                     time.monotonic() - started)
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one line; an OutputError already says which output and why."""
+    text = str(exc) if isinstance(exc, OutputError) else f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _close_outputs(outputs: Outputs) -> str:
+    """Close (finalise) both outputs; what went wrong, as one line, or ""."""
+    try:
+        outputs.close()
+    except Exception as exc:  # a video that does not play back, a disk that failed
+        log.debug("closing the outputs failed", exc_info=True)
+        return _one_line(exc)
+    return ""
+
+
+def _logs_above(progress):
+    """Warnings during a run print above the progress bar, not glued onto its line."""
+    if progress is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def _join(thread, name: str) -> None:
@@ -668,5 +696,7 @@ def _progress_bar(reader: Reader, max_frames: int):
     total = reader.frame_count
     if max_frames:
         total = min(total, max_frames) if total else max_frames
+    # Only on a terminal (disable=None): in a log or a pipe, a bar redrawn with
+    # carriage returns would only garble the lines around it.
     return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, leave=False)
+                mininterval=0.5, leave=False, disable=None)

@@ -459,3 +459,114 @@ def test_the_summary_after_sigterm_reports_the_real_skipped_frames(tmp_path, cap
     processed = len(jsonl(dets))
     assert line.startswith(f"stopped by SIGTERM: {processed} frames processed, 3 unreadable "
                            "frames skipped, 0 reconnects")
+
+
+# --------------------------------------------------------------------------- write failures
+
+
+class NoiseFile(SyntheticFile):
+    """A file-like source of random frames: they compress badly and fill a disk fast."""
+
+    def __init__(self, count: int, size=(320, 240)) -> None:
+        super().__init__(count, size)
+        self._rng = np.random.default_rng(0)
+
+    def read(self):
+        grabbed = super().read()
+        if grabbed is None:
+            return None
+        return Grabbed(grabbed.index, self._rng.integers(0, 256, (self.height, self.width, 3),
+                                                         dtype=np.uint8))
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs; skipped where this user may not mount one (root only)."""
+    mount = tmp_path / "small-disk"
+    mount.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                              capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a tmpfs: {exc}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=30)
+
+
+def fill(disk: Path, leave_bytes: int) -> None:
+    """Fill `disk` up, then free about `leave_bytes` (whole 4 KiB pages)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+        f.truncate(max(0, filler.stat().st_size - leave_bytes) // 4096 * 4096)
+
+
+def summary_line(capsys) -> str:
+    """The last line of stderr, split on newlines only (a progress bar's carriage
+    returns would show here if the summary were glued to it)."""
+    return [line for line in capsys.readouterr().err.split("\n") if line.strip()][-1]
+
+
+def complete_lines(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    assert text == "" or text.endswith("\n"), repr(text[-80:])
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_a_full_device_under_the_jsonl_file_stops_with_exit_1_and_one_line(tmp_path, capsys):
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full")
+    video = write_video(tmp_path / "in.mp4", 20)
+    code = app.run(app_config(source=str(video), detections="/dev/full"),
+                   detector_factory=FakeFactory())
+    line = summary_line(capsys)
+    assert code == 1, line
+    assert line.startswith("error: --detections /dev/full: cannot write (No space left on "
+                           "device); it keeps the 0 complete lines written (0 frames "
+                           "processed"), line
+
+
+def test_a_full_disk_under_the_jsonl_file_keeps_only_its_complete_lines(small_disk, capsys):
+    fill(small_disk, 4096)
+    dets = small_disk / "d.jsonl"
+    code = app.run(app_config(detections=str(dets)), detector_factory=FakeFactory(),
+                   reader=SyntheticFile(5000))
+    line = summary_line(capsys)
+    kept = complete_lines(dets)
+    assert code == 1 and 5 < len(kept) < 5000, line
+    assert [r["frame"] for r in kept] == list(range(len(kept)))
+    assert line.startswith(f"error: --detections {dets}: cannot write (No space left on "
+                           f"device); it keeps the {len(kept)} complete lines written ("), line
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".avi", ".mkv"])
+def test_a_full_disk_under_the_video_stops_with_exit_1_and_keeps_the_jsonl(tmp_path,
+                                                                          small_disk, capsys,
+                                                                          suffix):
+    out, dets = small_disk / f"o{suffix}", tmp_path / "d.jsonl"
+    code = app.run(app_config(output=str(out), detections=str(dets)),
+                   detector_factory=FakeFactory(), reader=NoiseFile(400))
+    line = summary_line(capsys)
+    assert code == 1 and line.startswith(f"error: --output {out}: "), line
+    kept = complete_lines(dets)
+    assert 0 < len(kept) < 400 and f"({len(kept)} frames processed, " in line, line
+
+
+def test_a_video_that_cannot_be_finalised_is_an_error_on_close(small_disk):
+    from realtime.live.outputs import OutputError, VideoOutput
+
+    fill(small_disk, 96 * 1024)
+    frames = NoiseFile(20, size=(160, 120))
+    video = VideoOutput(small_disk / "o.mp4", 10.0, 160, 120)
+    while (grabbed := frames.read()) is not None:   # FFmpeg buffers these: no error yet
+        video.write(grabbed.image)
+    with pytest.raises(OutputError, match=r"the finished video does not play \(20 frames"):
+        video.close()
