@@ -150,7 +150,9 @@ class AppConfig:
     source: str = _opt("0", "webcam index, video/image/folder path, or stream URL")
     prompts: tuple[str, ...] = _opt((), "texts to look for")
     headless: bool = _opt(False, "no window (for servers and batch jobs)")
-    output: str = _opt("", "annotated video to write (.mp4); empty = none")
+    output: str = _opt("", "annotated video to write: .mp4 (or .mov, .m4v), .mkv, or .avi "
+                       "(MJPG: what reached the disk still plays after a crash, SIGKILL or "
+                       "power cut); empty = none")
     detections: str = _opt("", "JSON Lines file, one line per processed frame; empty = none")
     max_frames: int = _opt(0, "stop after this many frames; 0 = no limit", lo=0)
     realtime: bool = _opt(False, "play a file at its own frame rate, dropping inference frames "
