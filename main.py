@@ -45,6 +45,7 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--model", "model", "name", {"metavar": "ID_OR_DIR"}),
     ("--device", "model", "device", {"metavar": "DEVICE"}),
     ("--dtype", "model", "dtype", {"choices": ("auto", "float32", "float16", "bfloat16")}),
+    ("--memory-budget-mb", "model", "memory_budget_mb", {"metavar": "MB|auto"}),
     ("--method", "detector", "method", {"choices": METHODS}),
     ("--threshold", "detector", "threshold", {"type": float, "metavar": "T"}),
     ("--gate", "detector", "gate", {"type": float, "metavar": "P"}),
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{field_help('app', 'prompts_file')} (default: none)")
     for flag, section, key, options in FLAGS:
         options = dict(options)
-        if key in ("tile_px", "dense_input_px"):
+        if key in ("tile_px", "dense_input_px", "memory_budget_mb"):
             options["type"] = _px_or_auto
         help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
         parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,

@@ -72,6 +72,10 @@ class ModelConfig:
                           "in one batch", lo=0)
     cuda_graphs: bool = _opt(True, "replay the vision tower from a CUDA graph for fixed "
                              "batch shapes (CUDA only)")
+    memory_budget_mb: int | str = _opt("auto", "most memory one frame's work may take "
+                                       "(batches are split to fit; a layout that cannot fit "
+                                       "is refused); auto = a quarter of the device's memory "
+                                       "(RAM on a CPU)", lo=16, auto=True)
 
     def __post_init__(self) -> None:
         _validate(self, "model")

@@ -53,6 +53,13 @@ class Detector:
         """Change the cut on the normalised maps (validated like any config value)."""
         self.config = dataclasses.replace(self.config, threshold=threshold)
 
+    def check_frame_size(self, width: int, height: int) -> None:
+        """ConfigError (naming the key) when frames of this size do not fit the method's
+        layout or the memory budget; call it before the first frame arrives."""
+        check = getattr(self.method, "check_frame_size", None)
+        if check is not None:
+            check(height, width)
+
     def __call__(self, frame_bgr: np.ndarray, frame_index: int = 0,
                  timestamp_s: float = 0.0) -> Detections:
         return self.detect(frame_bgr, frame_index, timestamp_s)

@@ -555,6 +555,9 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
             if stop.is_set():   # interrupted while the model loaded
                 reader.close()
                 return _interrupted(signals.received)
+            check_frame_size = getattr(detector, "check_frame_size", None)
+            if check_frame_size is not None:   # the memory budget, before the first frame
+                check_frame_size(reader.width, reader.height)
             outputs = open_outputs(config.app.output, config.app.detections, reader.fps,
                                    reader.width, reader.height)
         except INPUT_ERRORS as exc:

@@ -626,3 +626,33 @@ def test_after_sigkill_an_avi_or_mkv_keeps_what_reached_the_disk_an_mp4_nothing(
     else:
         # Matroska plays up to what left FFmpeg's 256 KiB buffer (~80 frames here).
         assert 0 < decodable <= processed and output.stat().st_size >= 256 * 1024
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def _limit_address_space() -> None:
+    """The child may map at most 8 GiB: code that tries to allocate tens of GiB fails
+    there instead of driving this machine into the kernel's out-of-memory killer."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_AS, (8 * 2**30, 8 * 2**30))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS guard is Linux-only")
+def test_occlusion_on_an_extreme_aspect_ratio_is_an_input_error_not_an_oom(tmp_path,
+                                                                           tiny_model_dir):
+    import cv2
+
+    wide = tmp_path / "wide.png"                     # 10000x100: 2500 occlusion cells
+    cv2.imwrite(str(wide), np.full((100, 10000, 3), 90, np.uint8))
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--source", str(wide), "--model",
+         str(tiny_model_dir), "--device", "cpu", "--dtype", "float32", "--method", "occlusion",
+         "--prompt", "a red circle", "--headless", "--detections", str(tmp_path / "d.jsonl")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, preexec_fn=_limit_address_space)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr[-2000:]
+    assert lines[0].startswith("error: detector.occlusion_cells: masking 2500 cells (500x5) "
+                               "of a 6400x64 input for a 10000x100 frame needs about "), lines
+    assert "over the memory budget of" in lines[0] and "--method dense" in lines[0]
