@@ -680,6 +680,9 @@ def _summary(loop: RenderLoop, capture: Capture, worker: Worker, received: str, 
         reason = end.reason
         if reason in ("lost", "error"):
             error = f"source {'lost' if reason == 'lost' else 'failed'}: {end.error}"
+        elif worker.failed_frames and not loop.processed:   # a short source, all failed
+            reason, error = "error", (f"inference failed on all {worker.failed_frames} "
+                                      f"frames: {worker.last_error}")
     return Summary(reason, loop.processed, end.frames_skipped, end.reconnects,
                    worker.failed_frames, error, loop.frames_shown, elapsed_s)
 

@@ -342,3 +342,13 @@ def test_main_with_a_dead_display_exits_2_instead_of_aborting(tmp_path, video_fi
     assert done.stderr.strip().splitlines() == [
         "error: app.headless: no X server answers at DISPLAY=:999 (stale after ssh -X, or "
         "Xvfb not running); pass --headless, or start the X server"]
+
+
+def test_a_short_source_whose_every_frame_fails_inference_is_exit_1(tmp_path, capsys):
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), np.zeros((48, 64, 3), np.uint8))
+    code = app.run(app_config(source=str(image)),
+                   detector_factory=FakeFactory(fail_on={"all"}))
+    assert code == 1
+    assert stderr_lines(capsys)[-1].startswith(
+        "error: inference failed on all 1 frames: RuntimeError: simulated failure on frame 0")
