@@ -224,13 +224,28 @@ class ClipModel:
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """(len(texts), D) unit-norm float32 text embeddings on the device."""
+        """(len(texts), D) unit-norm float32 text embeddings on the device, in batches
+        that fit the memory budget (a prompts file may hold thousands of lines)."""
         self.text_calls += 1
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+        texts, batch = list(texts), self._text_batch()
+        return torch.cat([self._encode_text_batch(texts[i:i + batch])
+                          for i in range(0, len(texts), batch)])
+
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, truncation=True,
                                 max_length=self.max_text_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         out = self.hf_model.get_text_features(**tokens)
         return _unit(pooled(out))
+
+    def _text_batch(self) -> int:
+        """Texts one text-encoder pass may take within the memory budget (estimated
+        like `image_bytes`, at the longest token count)."""
+        text = self.hf_model.config.text_config
+        tokens = self.max_text_tokens
+        per_text = element_bytes(self) * tokens * (
+            6 * text.hidden_size + text.intermediate_size + text.num_attention_heads * tokens)
+        return max(1, self.memory_budget_bytes // per_text)
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, any_size: bool = False,

@@ -185,3 +185,22 @@ def test_a_layout_over_the_memory_budget_is_refused_naming_its_key(tiny_model_di
     text = str(err.value)
     assert text.startswith(f"{key}: ") and "over the memory budget of 64 MiB" in text, text
     assert "model.memory_budget_mb" in text and "\n" not in text
+
+
+def test_thousands_of_prompts_are_encoded_in_batches_that_fit_the_budget(tiny_model_dir):
+    texts = [f"a red circle number {i}" for i in range(1000)]
+    embeddings, batches = {}, {}
+    for budget in ("auto", 16):
+        model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu",
+                                       dtype="float32", memory_budget_mb=budget))
+        real, seen = model.hf_model.get_text_features, []
+
+        def counted(real=real, seen=seen, **tokens):
+            seen.append(len(tokens["input_ids"]))
+            return real(**tokens)
+
+        model.hf_model.get_text_features = counted
+        embeddings[budget], batches[budget] = model.encode_text(texts), seen
+    assert batches["auto"] == [1000] and len(batches[16]) > 1 and sum(batches[16]) == 1000
+    assert max(batches[16]) == model._text_batch()
+    torch.testing.assert_close(embeddings[16], embeddings["auto"], atol=1e-5, rtol=1e-5)
