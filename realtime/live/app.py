@@ -112,6 +112,10 @@ def check_outputs(config: Config, reads: Sequence[tuple[str, str]] = ()) -> None
         check_output_path(config.app.output, "--output", tuple(VIDEO_CODECS))
     if config.app.detections:
         check_output_path(config.app.detections, "--detections")
+    snapshots = Path(config.app.snapshot_dir).expanduser()
+    if not config.app.headless and not snapshots.is_dir():   # found at the s key, too late
+        raise OutputError(f"--snapshot-dir {config.app.snapshot_dir}: no such folder (the s "
+                          "key writes its PNG snapshots there)")
 
 
 def check_display(config: Config) -> None:

@@ -352,3 +352,14 @@ def test_a_short_source_whose_every_frame_fails_inference_is_exit_1(tmp_path, ca
     assert code == 1
     assert stderr_lines(capsys)[-1].startswith(
         "error: inference failed on all 1 frames: RuntimeError: simulated failure on frame 0")
+
+
+def test_a_missing_snapshot_folder_is_an_input_error_in_window_mode(tmp_path, capsys,
+                                                                    video_file):
+    missing = tmp_path / "no-such-folder"
+    code = app.run(app_config(source=str(video_file), headless=False,
+                              snapshot_dir=str(missing)),
+                   detector_factory=FakeFactory(), display=RecordingDisplay())
+    assert_input_error(capsys, code, f"--snapshot-dir {missing}: no such folder")
+    assert app.run(app_config(source=str(video_file), snapshot_dir=str(missing)),
+                   detector_factory=FakeFactory()) == 0     # headless: no s key, no check
