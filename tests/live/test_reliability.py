@@ -229,23 +229,33 @@ def test_window_larger_than_the_grid_names_the_key_and_range():
 # --------------------------------------------------------------------------- interruption
 
 
+def main_writing(video: Path, model_dir: Path, output: Path, dets: Path) -> subprocess.Popen:
+    """main.py on `video` with the tiny model, writing both outputs."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--source", str(video), "--model",
+         str(model_dir), "--device", "cpu", "--method", "dense", "--prompt", "a red circle",
+         "--headless", "--output", str(output), "--detections", str(dets)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_lines(process: subprocess.Popen, dets: Path, lines: int, timeout_s: float) -> None:
+    """Until `dets` holds `lines` lines; the process must still be running then."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and process.poll() is None:
+        if dets.exists() and dets.read_text().count("\n") >= lines:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()[1]
+
+
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_finishes_cleanly_with_playable_video_and_whole_lines(tmp_path, tiny_model_dir,
                                                                      signum, code):
     video = write_video(tmp_path / "long.mp4", 300, size=(160, 120), fps=30.0)
     out, dets = tmp_path / "o.mp4", tmp_path / "d.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "--source", str(video), "--model",
-         str(tiny_model_dir), "--device", "cpu", "--method", "dense", "--prompt", "a red circle",
-         "--headless", "--output", str(out), "--detections", str(dets)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = main_writing(video, tiny_model_dir, out, dets)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and process.poll() is None:
-            if dets.exists() and dets.read_text().count("\n") >= 5:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.communicate()[1]
+        wait_for_lines(process, dets, 5, timeout_s=90)
         process.send_signal(signum)
         signalled = time.monotonic()
         _, err = process.communicate(timeout=15)
@@ -580,18 +590,9 @@ def killed_run(tmp_path: Path, tiny_model_dir: Path, output: Path, after_lines: 
     out; the frames it had processed then."""
     video = write_video(tmp_path / "in.mp4", 250, size=(640, 480), fps=30.0)
     dets = tmp_path / f"{output.stem}.jsonl"
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "main.py"), "--source", str(video), "--model",
-         str(tiny_model_dir), "--device", "cpu", "--method", "dense", "--prompt", "a circle",
-         "--headless", "--output", str(output), "--detections", str(dets)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = main_writing(video, tiny_model_dir, output, dets)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            if dets.exists() and dets.read_text().count("\n") >= after_lines:
-                break
-            time.sleep(0.05)
-        assert process.poll() is None, process.communicate()[1]
+        wait_for_lines(process, dets, after_lines, timeout_s=120)
         process.kill()
         process.wait(10)
     finally:
