@@ -67,7 +67,6 @@ class Detector:
     @torch.inference_mode()
     def detect(self, frame_bgr: np.ndarray, frame_index: int = 0,
                timestamp_s: float = 0.0) -> Detections:
-        """Detections in one HxWx3 uint8 BGR frame (ValueError for anything else)."""
         if not self.labels:
             raise RuntimeError("no prompts set: call set_prompts() first")
         start = time.perf_counter()

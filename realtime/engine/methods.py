@@ -66,6 +66,12 @@ class WindowsMethod:
             self._fine = DenseMethod(model, config,
                                      2 * model.spec.image_px if short == "auto" else short)
 
+    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
+        """ConfigError when frames of this size do not fit the layout or the memory budget."""
+        self.plan(frame_h, frame_w)
+        if self._fine is not None:
+            self._fine.check_frame_size(frame_h, frame_w)
+
     def plan(self, frame_h: int, frame_w: int) -> "_WindowPlan":
         key = (frame_h, frame_w)
         if key not in self._plans:
@@ -74,12 +80,6 @@ class WindowsMethod:
             self._plans = {key: _WindowPlan.build(grid, self.model.spec.image_px,
                                                   self.model.device)}
         return self._plans[key]
-
-    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
-        """ConfigError when frames of this size do not fit the layout or the memory budget."""
-        self.plan(frame_h, frame_w)
-        if self._fine is not None:
-            self._fine.check_frame_size(frame_h, frame_w)
 
     def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
         plan = self.plan(*pixels.shape[-2:])
@@ -107,6 +107,17 @@ def _check_window_memory(model: ClipModel, grid: TileGrid) -> None:
     check_memory(model, coverage + frame + crops, "detector.tile_px",
                  f"cutting {grid.num_windows} windows from a {grid.frame_w}x{grid.frame_h} "
                  "frame", "a larger --tile-px or --stride-tiles, or --method dense, fits it")
+
+
+def _check_occlusion_memory(model: ClipModel, grid: TileGrid, in_h: int, in_w: int) -> None:
+    """One mask and one masked copy of the whole input per cell are made at once."""
+    cells = grid.rows * grid.cols
+    need = cells * in_h * in_w * 4 + (cells + 1) * 3 * in_h * in_w * (8 + element_bytes(model))
+    check_memory(model, need, "detector.occlusion_cells",
+                 f"masking {cells} cells ({grid.cols}x{grid.rows}) of a {in_w}x{in_h} input "
+                 f"for a {grid.frame_w}x{grid.frame_h} frame",
+                 "occlusion suits frames near square; fewer --occlusion-cells, a smaller "
+                 "--dense-input-px, or --method dense or windows fits it")
 
 
 @dataclass(frozen=True)
@@ -167,21 +178,21 @@ class DenseMethod:
         self.input_px = model.spec.image_px if short == "auto" else short
         self._key = "detector.dense_input_px" if input_px is None else "detector.refine_input_px"
 
-    def input_size(self, frame_h: int, frame_w: int) -> tuple[int, int]:
-        short = self.input_px
-        return aspect_input_size(frame_h, frame_w, short, self.model.spec.patch_px)
-
     def check_frame_size(self, frame_h: int, frame_w: int) -> None:
         """ConfigError when one pass over a frame of this size exceeds the memory budget."""
-        in_h, in_w = self.input_size(frame_h, frame_w)
+        self.input_size(frame_h, frame_w)
+
+    def input_size(self, frame_h: int, frame_w: int) -> tuple[int, int]:
+        """The model input for a frame; ConfigError when one pass exceeds the budget."""
+        in_h, in_w = aspect_input_size(frame_h, frame_w, self.input_px, self.model.spec.patch_px)
         check_memory(self.model, image_bytes(self.model, in_h, in_w), self._key,
                      f"one {in_w}x{in_h} pass over a {frame_w}x{frame_h} frame",
                      f"a smaller --{self._key.split('.')[1].replace('_', '-')} fits it")
+        return in_h, in_w
 
     def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
         frame_h, frame_w = pixels.shape[-2:]
         spec = self.model.spec
-        self.check_frame_size(frame_h, frame_w)
         in_h, in_w = self.input_size(frame_h, frame_w)
         image = normalise(resize(pixels, in_h, in_w, spec), spec)
         patches = self.model.patch_embeddings(image, self.config.dense_variant)
@@ -201,6 +212,10 @@ class OcclusionMethod:
         self._dense = DenseMethod(model, config)   # same input size rule
         self._masks: dict[tuple, tuple[TileGrid, torch.Tensor]] = {}
 
+    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
+        """ConfigError when the masked copies of such a frame exceed the memory budget."""
+        self._cell_masks(frame_h, frame_w, *self._dense.input_size(frame_h, frame_w))
+
     def _cell_masks(self, frame_h: int, frame_w: int, in_h: int, in_w: int):
         key = (frame_h, frame_w, in_h, in_w)
         if key not in self._masks:
@@ -218,10 +233,6 @@ class OcclusionMethod:
             self._masks = {key: (grid, keep.to(self.model.device))}
         return self._masks[key]
 
-    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
-        """ConfigError when the masked copies of such a frame exceed the memory budget."""
-        self._cell_masks(frame_h, frame_w, *self._dense.input_size(frame_h, frame_w))
-
     def __call__(self, pixels: torch.Tensor, text: torch.Tensor, num_prompts: int) -> ScoreMaps:
         frame_h, frame_w = pixels.shape[-2:]
         spec = self.model.spec
@@ -235,17 +246,6 @@ class OcclusionMethod:
         drop = (sims[:1] - sims[1:]).T.reshape(-1, grid.rows, grid.cols)
         whole = lambda v: v[0].view(-1, 1, 1).expand_as(drop)
         return ScoreMaps(grid, drop, whole(sims), whole(probs))
-
-
-def _check_occlusion_memory(model: ClipModel, grid: TileGrid, in_h: int, in_w: int) -> None:
-    """One mask and one masked copy of the whole input per cell are made at once."""
-    cells = grid.rows * grid.cols
-    need = cells * in_h * in_w * 4 + (cells + 1) * 3 * in_h * in_w * (8 + element_bytes(model))
-    check_memory(model, need, "detector.occlusion_cells",
-                 f"masking {cells} cells ({grid.cols}x{grid.rows}) of a {in_w}x{in_h} input "
-                 f"for a {grid.frame_w}x{grid.frame_h} frame",
-                 "occlusion suits frames near square; fewer --occlusion-cells, a smaller "
-                 "--dense-input-px, or --method dense or windows fits it")
 
 
 class ClassifyMethod:
