@@ -234,4 +234,3 @@ def test_classify_ranks_prompts_without_boxes():
     assert found.to_record()["classification"][0]["label"] == "white"
     np.testing.assert_allclose(detector.classify(frame_with_blobs((0, 0, 320, 240))),
                                found.frame_scores, rtol=1e-5)
-
