@@ -14,11 +14,27 @@ realtime/app.py (0 done, 1 runtime failure, 2 input error, 130/143 signals).
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import logging
 import os
+import signal
 import sys
+
+
+def _stop_before_start(signum, _frame) -> None:
+    """Ctrl+C (or SIGTERM) before the application installs its own handlers: the
+    imports take seconds (torch) and nothing is open for writing yet, so leave at
+    once, with one line and no traceback."""
+    name = signal.Signals(signum).name
+    os.write(2, f"stopped by {name} before the run started\n".encode())
+    os._exit(130 if signum == signal.SIGINT else 143)
+
+
+if __name__ == "__main__":   # first, before the slow imports below
+    signal.signal(signal.SIGINT, _stop_before_start)
+    signal.signal(signal.SIGTERM, _stop_before_start)
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import logging  # noqa: E402
 
 from realtime.config import (METHODS, SECTIONS, Config, ConfigError, config_from_dict,
                              field_help, load_config)
@@ -29,6 +45,7 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--model", "model", "name", {"metavar": "ID_OR_DIR"}),
     ("--device", "model", "device", {"metavar": "DEVICE"}),
     ("--dtype", "model", "dtype", {"choices": ("auto", "float32", "float16", "bfloat16")}),
+    ("--memory-budget-mb", "model", "memory_budget_mb", {"metavar": "MB|auto"}),
     ("--method", "detector", "method", {"choices": METHODS}),
     ("--threshold", "detector", "threshold", {"type": float, "metavar": "T"}),
     ("--gate", "detector", "gate", {"type": float, "metavar": "P"}),
@@ -100,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"{field_help('app', 'prompts_file')} (default: none)")
     for flag, section, key, options in FLAGS:
         options = dict(options)
-        if key in ("tile_px", "dense_input_px"):
+        if key in ("tile_px", "dense_input_px", "memory_budget_mb"):
             options["type"] = _px_or_auto
         help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
         parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     from realtime.live import app
 
     try:
-        return app.run(config)
+        return app.run(config, also_reads=[("--config", args.config)] if args.config else [])
     except KeyboardInterrupt:   # only before the handlers are installed
         print("stopped by SIGINT", file=sys.stderr)
         return app.EXIT_SIGINT

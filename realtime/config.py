@@ -72,6 +72,10 @@ class ModelConfig:
                           "in one batch", lo=0)
     cuda_graphs: bool = _opt(True, "replay the vision tower from a CUDA graph for fixed "
                              "batch shapes (CUDA only)")
+    memory_budget_mb: int | str = _opt("auto", "most memory one frame's work may take "
+                                       "(batches are split to fit; a layout that cannot fit "
+                                       "is refused); auto = a quarter of the device's memory "
+                                       "(RAM on a CPU)", lo=16, auto=True)
 
     def __post_init__(self) -> None:
         _validate(self, "model")
@@ -152,7 +156,9 @@ class AppConfig:
     source: str = _opt("0", "webcam index, video/image/folder path, or stream URL")
     prompts: tuple[str, ...] = _opt((), "texts to look for")
     headless: bool = _opt(False, "no window (for servers and batch jobs)")
-    output: str = _opt("", "annotated video to write (.mp4); empty = none")
+    output: str = _opt("", "annotated video to write: .mp4 (or .mov, .m4v), .mkv, or .avi "
+                       "(MJPG: what reached the disk still plays after a crash, SIGKILL or "
+                       "power cut); empty = none")
     detections: str = _opt("", "JSON Lines file, one line per processed frame; empty = none")
     max_frames: int = _opt(0, "stop after this many frames; 0 = no limit", lo=0)
     realtime: bool = _opt(False, "play a file at its own frame rate, dropping inference frames "
@@ -160,8 +166,9 @@ class AppConfig:
     fullscreen: bool = _opt(False, "fullscreen window (kiosks)")
     heatmap: bool = _opt(False, "start with the score-map overlay on")
     hud: bool = _opt(True, "draw the fps / latency / device line")
-    max_reconnects: int = _opt(0, "live sources: reopen at most this many times after a "
-                               "failure; 0 = keep trying", lo=0)
+    max_reconnects: int = _opt(0, "live sources: give up after this many reopen attempts in "
+                               "a row (a reopen counts as failed unless the source then stays "
+                               "up for 5 s); 0 = keep trying", lo=0)
     reconnect_delay_max_s: float = _opt(4.0, "live sources: longest wait between two reopen "
                                         "attempts (waits double from 0.25 s up to this)",
                                         lo=0.0, hi=60.0)
@@ -285,6 +292,9 @@ def load_config(path: str | Path, base: Config | None = None) -> Config:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--config {path}: not a UTF-8 text file (byte {exc.start} is "
+                          f"0x{exc.object[exc.start]:02x}); a preset is YAML text") from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:

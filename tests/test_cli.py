@@ -203,3 +203,15 @@ def test_demo_headless_is_deterministic_and_finds_the_scene_shapes(tmp_path):
     captions = set(demo_scene().prompts)
     found = {d["label"] for r in records for d in r["detections"]}
     assert found and found <= captions
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe\x00\x01 binary", bytes(range(256)),
+                                  "detector: {method: dense}  # caf\u00e9\n".encode("latin-1"),
+                                  b"\x00\x01\x02\x03"],
+                         ids=["utf16-bom", "all-bytes", "latin-1", "control-bytes"])
+def test_a_binary_or_non_utf8_config_is_one_line_and_exit_2(tmp_path, capsys, data):
+    preset = tmp_path / "binary.yaml"
+    preset.write_bytes(data)
+    assert main.main(["--config", str(preset), "--headless", "--prompt", "x"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --config {preset}: not "), err

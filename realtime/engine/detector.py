@@ -29,7 +29,7 @@ from .verify import BoxVerifier
 class Detector:
     """Zero-shot detection with CLIP: one frame at a time, any number of prompts."""
 
-    def __init__(self, prompts: Sequence[str] = (), config: DetectorConfig | None = None,
+    def __init__(self, prompts: Sequence[str] | str = (), config: DetectorConfig | None = None,
                  model: ClipModel | ModelConfig | str | None = None) -> None:
         self.config = config or DetectorConfig()
         self.model = _as_model(model)
@@ -43,14 +43,22 @@ class Detector:
         if prompts:
             self.set_prompts(prompts)
 
-    def set_prompts(self, prompts: Sequence[str]) -> None:
-        """Change what to look for; only prompts not seen before are encoded."""
+    def set_prompts(self, prompts: Sequence[str] | str) -> None:
+        """Change what to look for (a string is one prompt); only prompts not seen
+        before are encoded."""
         self.labels = clean_prompts(prompts)
         self._text = self.bank.with_background(self.labels)
 
     def set_threshold(self, threshold: float) -> None:
         """Change the cut on the normalised maps (validated like any config value)."""
         self.config = dataclasses.replace(self.config, threshold=threshold)
+
+    def check_frame_size(self, width: int, height: int) -> None:
+        """ConfigError (naming the key) when frames of this size do not fit the method's
+        layout or the memory budget; call it before the first frame arrives."""
+        check = getattr(self.method, "check_frame_size", None)
+        if check is not None:
+            check(height, width)
 
     def __call__(self, frame_bgr: np.ndarray, frame_index: int = 0,
                  timestamp_s: float = 0.0) -> Detections:

@@ -26,9 +26,7 @@ class FrameUploader:
         self._copied: torch.cuda.Event | None = None
 
     def __call__(self, frame_bgr: np.ndarray) -> torch.Tensor:
-        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
-            raise ValueError(f"expected an HxWx3 uint8 BGR frame, got {frame_bgr.dtype} "
-                             f"{frame_bgr.shape}")
+        check_frame(frame_bgr)
         host = torch.from_numpy(np.ascontiguousarray(frame_bgr))
         if self.device.type == "cuda":
             if self._pinned is None or self._pinned.shape != host.shape:
@@ -42,6 +40,24 @@ class FrameUploader:
         else:
             pixels = host.to(self.device)
         return pixels.permute(2, 0, 1).flip(0).unsqueeze(0).float()
+
+
+def check_frame(frame_bgr) -> None:
+    """ValueError, saying what is expected, unless `frame_bgr` is a non-empty HxWx3 uint8
+    array (BGR, as cv2.imread and cv2.VideoCapture.read return)."""
+    expected = "expected an HxWx3 uint8 BGR image (a numpy array, as cv2.imread returns)"
+    if not isinstance(frame_bgr, np.ndarray):
+        raise ValueError(f"{expected}, got {type(frame_bgr).__name__}")
+    shape = "x".join(str(n) for n in frame_bgr.shape) or "a scalar"
+    if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3:
+        hint = " (grey: cv2.cvtColor(image, cv2.COLOR_GRAY2BGR); BGRA: COLOR_BGRA2BGR)" if (
+            frame_bgr.ndim == 2 or (frame_bgr.ndim == 3 and frame_bgr.shape[2] in (1, 4))) else ""
+        raise ValueError(f"{expected}, got shape {shape}{hint}")
+    if frame_bgr.dtype != np.uint8:
+        raise ValueError(f"{expected}, got dtype {frame_bgr.dtype} (scale 0..1 floats by 255 "
+                         "and convert with .astype(np.uint8))")
+    if frame_bgr.shape[0] == 0 or frame_bgr.shape[1] == 0:
+        raise ValueError(f"{expected}, got an empty {shape} image")
 
 
 def resize(pixels: torch.Tensor, height: int, width: int, spec: InputSpec) -> torch.Tensor:

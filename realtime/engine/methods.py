@@ -19,7 +19,7 @@ import torch
 
 from ..config import DetectorConfig
 from .frames import (aspect_input_size, centre_crop_square, crop_windows, normalise, resize)
-from .model import ClipModel
+from .model import ClipModel, check_memory, element_bytes, image_bytes
 from .tiles import TileGrid, grid_for_frame, resized_tile_px
 
 
@@ -108,10 +108,17 @@ class WindowsMethod(Method):
             self._fine = DenseMethod(model, config,
                                      2 * model.spec.image_px if short == "auto" else short)
 
+    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
+        """ConfigError when frames of this size do not fit the layout or the memory budget."""
+        self.plan(frame_h, frame_w)
+        if self._fine is not None:
+            self._fine.check_frame_size(frame_h, frame_w)
+
     def plan(self, frame_h: int, frame_w: int) -> "_WindowPlan":
         key = (frame_h, frame_w)
         if key not in self._plans:
             grid = grid_for_frame(frame_w, frame_h, self.config)
+            _check_window_memory(self.model, grid)
             self._plans = {key: _WindowPlan.build(grid, self.model.spec.image_px,
                                                   self.model.device)}
         return self._plans[key]
@@ -140,6 +147,31 @@ class WindowsMethod(Method):
                               {"patches": encoded.arrays["fine"]})
             fine = self._fine.score(patches, text, num_prompts)
         return ScoreMaps(plan.grid, sim_map, sim_map, plan.tile_maxima(probs), fine=fine)
+
+
+def _check_window_memory(model: ClipModel, grid: TileGrid) -> None:
+    """The plan's window-tile coverage (host and device), the resized frame (float32,
+    normalised, cast) and all window crops are in memory at once; the encoder then
+    splits its batches to the budget."""
+    item, side = element_bytes(model), model.spec.image_px
+    tile = resized_tile_px(side, grid.window_tiles)
+    coverage = 2 * 4 * grid.num_windows * grid.rows * grid.cols
+    frame = 3 * grid.rows * tile * grid.cols * tile * (8 + item)
+    crops = grid.num_windows * 3 * side * side * item
+    check_memory(model, coverage + frame + crops, "detector.tile_px",
+                 f"cutting {grid.num_windows} windows from a {grid.frame_w}x{grid.frame_h} "
+                 "frame", "a larger --tile-px or --stride-tiles, or --method dense, fits it")
+
+
+def _check_occlusion_memory(model: ClipModel, grid: TileGrid, in_h: int, in_w: int) -> None:
+    """One mask and one masked copy of the whole input per cell are made at once."""
+    cells = grid.rows * grid.cols
+    need = cells * in_h * in_w * 4 + (cells + 1) * 3 * in_h * in_w * (8 + element_bytes(model))
+    check_memory(model, need, "detector.occlusion_cells",
+                 f"masking {cells} cells ({grid.cols}x{grid.rows}) of a {in_w}x{in_h} input "
+                 f"for a {grid.frame_w}x{grid.frame_h} frame",
+                 "occlusion suits frames near square; fewer --occlusion-cells, a smaller "
+                 "--dense-input-px, or --method dense or windows fits it")
 
 
 @dataclass(frozen=True)
@@ -200,10 +232,19 @@ class DenseMethod(Method):
         self.model, self.config = model, config
         short = config.dense_input_px if input_px is None else input_px
         self.input_px = model.spec.image_px if short == "auto" else short
+        self._key = "detector.dense_input_px" if input_px is None else "detector.refine_input_px"
+
+    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
+        """ConfigError when one pass over a frame of this size exceeds the memory budget."""
+        self.input_size(frame_h, frame_w)
 
     def input_size(self, frame_h: int, frame_w: int) -> tuple[int, int]:
-        short = self.input_px
-        return aspect_input_size(frame_h, frame_w, short, self.model.spec.patch_px)
+        """The model input for a frame; ConfigError when one pass exceeds the budget."""
+        in_h, in_w = aspect_input_size(frame_h, frame_w, self.input_px, self.model.spec.patch_px)
+        check_memory(self.model, image_bytes(self.model, in_h, in_w), self._key,
+                     f"one {in_w}x{in_h} pass over a {frame_w}x{frame_h} frame",
+                     f"a smaller --{self._key.split('.')[1].replace('_', '-')} fits it")
+        return in_h, in_w
 
     def embed(self, pixels: torch.Tensor) -> Encoded:
         frame_h, frame_w = pixels.shape[-2:]
@@ -235,6 +276,10 @@ class OcclusionMethod(Method):
         self._dense = DenseMethod(model, config)   # same input size rule
         self._masks: dict[tuple, tuple[TileGrid, torch.Tensor]] = {}
 
+    def check_frame_size(self, frame_h: int, frame_w: int) -> None:
+        """ConfigError when the masked copies of such a frame exceed the memory budget."""
+        self._cell_masks(frame_h, frame_w, *self._dense.input_size(frame_h, frame_w))
+
     def _cell_masks(self, frame_h: int, frame_w: int, in_h: int, in_w: int):
         key = (frame_h, frame_w, in_h, in_w)
         if key not in self._masks:
@@ -242,6 +287,7 @@ class OcclusionMethod(Method):
             tile = min(frame_h, frame_w) / cells
             grid = TileGrid(frame_w, frame_h, max(1, round(frame_h / tile)),
                             max(1, round(frame_w / tile)))
+            _check_occlusion_memory(self.model, grid, in_h, in_w)
             keep = torch.ones(grid.rows * grid.cols, 1, in_h, in_w)
             ys = (grid.y_edges * in_h / frame_h).round().astype(int)
             xs = (grid.x_edges * in_w / frame_w).round().astype(int)

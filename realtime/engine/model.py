@@ -15,11 +15,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 
 log = logging.getLogger(__name__)
 
 _RESAMPLE_MODES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL codes -> torch modes
+AUTO_BUDGET_SHARE = 0.25   # memory_budget_mb auto: this share of the device's memory
 
 
 class ModelLoadError(RuntimeError):
@@ -75,6 +76,58 @@ def cpu_has_native_bf16() -> bool:
     Without them bf16 is converted in software and slower than fp32."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(bool(getattr(torch.cpu, probe, lambda: False)()) for probe in probes)
+
+
+def memory_budget_bytes(budget_mb: int | str, device: torch.device) -> int:
+    """The memory one frame's work may take: `budget_mb`, or for auto a share of
+    the device's memory (the GPU's own; RAM for a CPU or MPS)."""
+    if budget_mb != "auto":
+        return int(budget_mb) * 2**20
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+    else:
+        try:
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):   # no sysconf: Windows
+            total = 8 * 2**30
+    return int(total * AUTO_BUDGET_SHARE)
+
+
+def check_memory(model, need_bytes: float, key: str, what: str, advice: str) -> None:
+    """ConfigError, naming `key`, when `need_bytes` exceed the model's memory budget.
+
+    Every method calls this for what it allocates at once before it allocates
+    it, so a layout that cannot fit (occlusion on a 10000x100 frame) is a clear
+    message, not a process the kernel kills.
+    """
+    budget = getattr(model, "memory_budget_bytes", None)
+    if budget and need_bytes > budget:
+        raise ConfigError(f"{key}: {what} needs about {_mib(need_bytes)}, over the memory "
+                          f"budget of {_mib(budget)} (model.memory_budget_mb); {advice}")
+
+
+def image_bytes(model, height_px: int, width_px: int) -> int:
+    """Estimated peak memory of one image of this size in `model`'s vision tower: its
+    input, one block's activations (residual, norms, q/k/v, attention output, MLP) and
+    the attention scores, in case the kernel materialises them.  0 for a model
+    without a Hugging Face vision tower (test stand-ins)."""
+    hf_model = getattr(model, "hf_model", None)
+    if hf_model is None:
+        return 0
+    vision = hf_model.config.vision_config
+    tokens = (height_px // model.spec.patch_px) * (width_px // model.spec.patch_px) + 1
+    per_token = 6 * vision.hidden_size + vision.intermediate_size + (
+        vision.num_attention_heads * tokens)
+    return element_bytes(model) * tokens * per_token + 4 * 3 * height_px * width_px
+
+
+def element_bytes(model) -> int:
+    """Bytes of one number in the model's dtype."""
+    return torch.empty((), dtype=model.dtype).element_size()
+
+
+def _mib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"
 
 
 def load_model(config: ModelConfig) -> "ClipModel":
@@ -154,11 +207,16 @@ class ClipModel:
         self.logit_scale = _temperature(model) if logit_scale is None else logit_scale
         self.text_calls = 0          # how often the text encoder ran (prompt caching is tested)
         self.max_batch = self.config.max_batch
+        self.memory_budget_bytes = memory_budget_bytes(self.config.memory_budget_mb, device)
         self._graphs = _GraphCache() if (device.type == "cuda" and self.config.cuda_graphs) else None
 
     @property
     def name(self) -> str:
         return self.config.name
+
+    def budget_batch(self, height_px: int, width_px: int) -> int:
+        """Images of this size one vision pass may take within the memory budget."""
+        return max(1, self.memory_budget_bytes // image_bytes(self, height_px, width_px))
 
     @property
     def max_text_tokens(self) -> int:
@@ -166,13 +224,28 @@ class ClipModel:
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
-        """(len(texts), D) unit-norm float32 text embeddings on the device."""
+        """(len(texts), D) unit-norm float32 text embeddings on the device, in batches
+        that fit the memory budget (a prompts file may hold thousands of lines)."""
         self.text_calls += 1
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+        texts, batch = list(texts), self._text_batch()
+        return torch.cat([self._encode_text_batch(texts[i:i + batch])
+                          for i in range(0, len(texts), batch)])
+
+    def _encode_text_batch(self, texts: list[str]) -> torch.Tensor:
+        tokens = self.tokenizer(texts, padding=True, truncation=True,
                                 max_length=self.max_text_tokens, return_tensors="pt")
         tokens = {k: v.to(self.device) for k, v in tokens.items()}
         out = self.hf_model.get_text_features(**tokens)
         return _unit(pooled(out))
+
+    def _text_batch(self) -> int:
+        """Texts one text-encoder pass may take within the memory budget (estimated
+        like `image_bytes`, at the longest token count)."""
+        text = self.hf_model.config.text_config
+        tokens = self.max_text_tokens
+        per_text = element_bytes(self) * tokens * (
+            6 * text.hidden_size + text.intermediate_size + text.num_attention_heads * tokens)
+        return max(1, self.memory_budget_bytes // per_text)
 
     @torch.inference_mode()
     def encode_images(self, pixels: torch.Tensor, any_size: bool = False,
@@ -184,7 +257,8 @@ class ClipModel:
         frame to frame: with CUDA graphs it is padded to a power of two, so a
         handful of graphs serve every size.  All images go in one batch unless
         `max_batch` is set; a CUDA out-of-memory error halves the batch and
-        retries, and the smaller batch is kept for later frames.
+        retries, and the smaller batch is kept for later frames.  Batches are
+        also split to fit the memory budget (`budget_batch`).
         """
         count = pixels.shape[0]
         if bucket and self._graphs is not None and not any_size:
@@ -193,8 +267,9 @@ class ClipModel:
         return self._encode_batches(pixels.to(self.dtype), any_size)[:count]
 
     def _encode_batches(self, pixels: torch.Tensor, any_size: bool) -> torch.Tensor:
+        fits = self.budget_batch(*pixels.shape[-2:])
         while True:
-            batch = self.max_batch or pixels.shape[0]
+            batch = min(self.max_batch or pixels.shape[0], fits)
             try:
                 parts = [self._vision(chunk, any_size) for chunk in pixels.split(batch)]
                 return _unit(torch.cat(parts).float())

@@ -21,15 +21,19 @@ class PromptError(ValueError):
     """No usable prompt was given."""
 
 
-def clean_prompts(texts: Iterable[str]) -> tuple[str, ...]:
+def clean_prompts(texts: Iterable[str] | str) -> tuple[str, ...]:
     """Strip whitespace, drop empty texts, merge duplicates (first one wins).
 
     Labels in the output are the prompts exactly as given, bar surrounding
-    whitespace.
+    whitespace.  A single string is one prompt (not one prompt per character).
     """
+    if isinstance(texts, str):
+        texts = (texts,)
     seen: dict[str, None] = {}
     for text in texts:
-        text = str(text).strip()
+        if not isinstance(text, str):
+            raise PromptError(f"a prompt must be a string (got {type(text).__name__} {text!r})")
+        text = text.strip()
         if text and text not in seen:
             seen[text] = None
     if not seen:

@@ -22,6 +22,7 @@ closes the JSON Lines file, then prints one summary line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -31,7 +32,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -41,10 +42,12 @@ from .capture import Backoff, Capture, CaptureEnd, Frame
 from ..config import DEFAULT_MODEL, Config, ConfigError
 from ..detections import Detections
 from ..engine.model import ModelLoadError
-from .outputs import VIDEO_CODECS, OutputError, Outputs, check_output_path, open_outputs
+from .outputs import (VIDEO_CODECS, OutputError, Outputs, check_distinct, check_output_path,
+                      open_outputs)
 from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
 from .render import Overlay, compose, hud_text
-from .source import Reader, SourceError, demo_scene, open_reader, parse_source
+from .source import (Reader, SourceError, SourceSpec, call_unless_stopped, demo_scene,
+                     list_images, open_reader, parse_source)
 from .worker import SetThreshold, Worker, WorkerError
 
 log = logging.getLogger(__name__)
@@ -90,11 +93,29 @@ def resolve_prompts(config: Config) -> tuple[str, ...]:
     return clean_prompts(texts)
 
 
-def check_outputs(config: Config) -> None:
+def paths_read(config: Config, spec: SourceSpec) -> list[tuple[str, str]]:
+    """(flag, path) of every file the run reads: outputs must not name any of them."""
+    reads = [("--prompts-file", config.app.prompts_file)] if config.app.prompts_file else []
+    if spec.kind in ("video", "image"):
+        reads.append(("--source", str(spec.location)))
+    elif spec.kind == "folder":
+        reads += [("--source", str(image)) for image in list_images(Path(spec.location))]
+    return reads
+
+
+def check_outputs(config: Config, reads: Sequence[tuple[str, str]] = ()) -> None:
+    """Outputs that can be written and destroy nothing the run reads (before any is opened)."""
+    writes = [(flag, path) for flag, path in (("--output", config.app.output),
+                                              ("--detections", config.app.detections)) if path]
+    check_distinct(writes, reads)
     if config.app.output:
         check_output_path(config.app.output, "--output", tuple(VIDEO_CODECS))
     if config.app.detections:
         check_output_path(config.app.detections, "--detections")
+    snapshots = Path(config.app.snapshot_dir).expanduser()
+    if not config.app.headless and not snapshots.is_dir():   # found at the s key, too late
+        raise OutputError(f"--snapshot-dir {config.app.snapshot_dir}: no such folder (the s "
+                          "key writes its PNG snapshots there)")
 
 
 def check_display(config: Config) -> None:
@@ -104,6 +125,12 @@ def check_display(config: Config) -> None:
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise ConfigError("app.headless: no display to open a window on ($DISPLAY is not "
                           "set); pass --headless, or run under a desktop or Xvfb")
+    platform = os.environ.get("QT_QPA_PLATFORM", "xcb")
+    if os.environ.get("DISPLAY") and platform.startswith("xcb") and (
+            x11_display_answers() is False):
+        raise ConfigError(f"app.headless: no X server answers at DISPLAY="
+                          f"{os.environ['DISPLAY']} (stale after ssh -X, or Xvfb not "
+                          "running); pass --headless, or start the X server")
 
 
 def check_grid(reader: Reader, config: Config) -> None:
@@ -198,12 +225,27 @@ class WindowDisplay:
 
 def x11_screen_size() -> tuple[int, int] | None:
     """(width, height) of the default X screen, or None (no X, no libX11)."""
+    found, size = _x11_probe()
+    return size if found == "ok" else None
+
+
+def x11_display_answers() -> bool | None:
+    """Whether an X server answers at $DISPLAY; None when libX11 is not there to ask."""
+    found, _ = _x11_probe()
+    return None if found == "no-libx11" else found == "ok"
+
+
+def _x11_probe() -> tuple[str, tuple[int, int] | None]:
+    """("ok", screen size), ("no-answer", None) or ("no-libx11", None): one X
+    connection attempt at $DISPLAY, as Qt's would be (which aborts on failure)."""
     import ctypes
     import ctypes.util
 
-    name = ctypes.util.find_library("X11") if os.environ.get("DISPLAY") else None
+    if not os.environ.get("DISPLAY"):
+        return "no-answer", None
+    name = ctypes.util.find_library("X11")
     if not name:
-        return None
+        return "no-libx11", None
     try:
         x11 = ctypes.CDLL(name)
         x11.XOpenDisplay.restype, x11.XOpenDisplay.argtypes = ctypes.c_void_p, [ctypes.c_char_p]
@@ -213,15 +255,15 @@ def x11_screen_size() -> tuple[int, int] | None:
         x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
         display = x11.XOpenDisplay(None)
         if not display:
-            return None
+            return "no-answer", None
         try:
             screen = x11.XDefaultScreen(display)
             size = x11.XDisplayWidth(display, screen), x11.XDisplayHeight(display, screen)
         finally:
             x11.XCloseDisplay(display)
     except (OSError, AttributeError):
-        return None
-    return size if min(size) > 0 else None
+        return "no-libx11", None
+    return ("ok", size) if min(size) > 0 else ("no-answer", None)
 
 
 # --------------------------------------------------------------------------- the loop
@@ -480,12 +522,14 @@ class SignalStop:
 def run(config: Config, *, detector_factory: Callable = load_detector, display=None,
         reader: Reader | None = None, stop: threading.Event | None = None,
         backoff: Backoff | None = None,
-        on_frame: Callable[[RenderLoop], None] | None = None) -> int:
+        on_frame: Callable[[RenderLoop], None] | None = None,
+        also_reads: Sequence[tuple[str, str]] = ()) -> int:
     """Everything `python main.py` does once the arguments are parsed; the exit code.
 
     `detector_factory(prompts, config)`, `display`, `reader` (instead of
     opening app.source) and `on_frame` let tests run the whole pipeline with
-    fakes and watch it frame by frame.
+    fakes and watch it frame by frame.  `also_reads` names files read before
+    (flag, path: the --config file) that the outputs must not overwrite.
     """
     stop = stop or threading.Event()
     with SignalStop(stop) as signals:
@@ -493,18 +537,31 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
             config = with_demo_defaults(config)
             check_demo_model(config)
             prompts = resolve_prompts(config)
-            check_outputs(config)
+            spec = reader.spec if reader is not None else parse_source(config.app.source,
+                                                                       config.app.demo)
+            check_outputs(config, [*also_reads, *paths_read(config, spec)])
             if display is None:
                 check_display(config)
             if reader is None:
-                reader = open_reader(parse_source(config.app.source, config.app.demo))
+                reader = open_reader(spec, stop)
         except INPUT_ERRORS as exc:
+            if stop.is_set():
+                return _interrupted(signals.received)
             return _input_error(exc)
+        if stop.is_set():   # Ctrl+C while the source opened (a stream that does not answer)
+            if reader is not None:
+                reader.close()
+            return _interrupted(signals.received)
         try:
             check_grid(reader, config)
-            detector = detector_factory(prompts, config)
+            # In a helper thread, so that Ctrl+C during a long load stops at once.
+            detector = call_unless_stopped(lambda: detector_factory(prompts, config), stop)
             if stop.is_set():   # interrupted while the model loaded
+                reader.close()
                 return _interrupted(signals.received)
+            check_frame_size = getattr(detector, "check_frame_size", None)
+            if check_frame_size is not None:   # the memory budget, before the first frame
+                check_frame_size(reader.width, reader.height)
             outputs = open_outputs(config.app.output, config.app.detections, reader.fps,
                                    reader.width, reader.height)
         except INPUT_ERRORS as exc:
@@ -558,33 +615,65 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
     loop.on_frame = on_frame
     error = ""
     started = time.monotonic()
+    with _logs_above(progress):
+        try:
+            worker.start()
+            capture.start()
+            loop.run_latest() if live else loop.run_in_order()
+        except Exception as exc:  # e.g. the disk filled up: stop cleanly, keep what was written
+            log.debug("render loop failed", exc_info=True)
+            error = _one_line(exc)
+        finally:
+            stop.set()
+            _join(capture, "capture")
+            _join(worker, "inference")
+            closing_error = _close_outputs(outputs)
+            display.close()
+            if progress is not None:
+                progress.close()   # before the summary: it gets a line of its own
+    error = error or closing_error
+    return _summary(loop, capture, worker, signals.received, error,
+                    time.monotonic() - started)
+
+
+def _one_line(exc: Exception) -> str:
+    """An exception as one line; an OutputError already says which output and why."""
+    text = str(exc) if isinstance(exc, OutputError) else f"{type(exc).__name__}: {exc}"
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _close_outputs(outputs: Outputs) -> str:
+    """Close (finalise) both outputs; what went wrong, as one line, or ""."""
     try:
-        worker.start()
-        capture.start()
-        loop.run_latest() if live else loop.run_in_order()
-    except Exception as exc:  # e.g. the disk filled up: stop cleanly, keep what was written
-        log.debug("render loop failed", exc_info=True)
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    finally:
-        stop.set()
-        _join(capture, "capture")
-        _join(worker, "inference")
         outputs.close()
-        display.close()
-        if progress is not None:
-            progress.close()
-    return _summary(loop, worker, signals.received, error, time.monotonic() - started)
+    except Exception as exc:  # a video that does not play back, a disk that failed
+        log.debug("closing the outputs failed", exc_info=True)
+        return _one_line(exc)
+    return ""
+
+
+def _logs_above(progress):
+    """Warnings during a run print above the progress bar, not glued onto its line."""
+    if progress is None:
+        return contextlib.nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
 
 
 def _join(thread, name: str) -> None:
     if not thread.join(JOIN_TIMEOUT_S):
-        log.warning("%s thread did not stop within %.0f s; leaving it behind", name,
-                    JOIN_TIMEOUT_S)
+        # A daemon thread inside a blocking call (a stream read, a model pass); the
+        # outputs are the main thread's, so leaving it loses nothing.
+        log.info("%s thread did not stop within %.0f s; leaving it behind", name,
+                 JOIN_TIMEOUT_S)
 
 
-def _summary(loop: RenderLoop, worker: Worker, received: str, error: str,
+def _summary(loop: RenderLoop, capture: Capture, worker: Worker, received: str, error: str,
              elapsed_s: float) -> Summary:
-    end = loop.end or CaptureEnd("stopped")
+    # The counts come from the capture itself: after a signal or a quit the render
+    # loop never takes the CaptureEnd that carries them.
+    end = loop.end or capture.outcome()
     if error or loop.failure:
         reason, error = "error", error or loop.failure
     elif received:
@@ -595,6 +684,9 @@ def _summary(loop: RenderLoop, worker: Worker, received: str, error: str,
         reason = end.reason
         if reason in ("lost", "error"):
             error = f"source {'lost' if reason == 'lost' else 'failed'}: {end.error}"
+        elif worker.failed_frames and not loop.processed:   # a short source, all failed
+            reason, error = "error", (f"inference failed on all {worker.failed_frames} "
+                                      f"frames: {worker.last_error}")
     return Summary(reason, loop.processed, end.frames_skipped, end.reconnects,
                    worker.failed_frames, error, loop.frames_shown, elapsed_s)
 
@@ -614,5 +706,7 @@ def _progress_bar(reader: Reader, max_frames: int):
     total = reader.frame_count
     if max_frames:
         total = min(total, max_frames) if total else max_frames
+    # Only on a terminal (disable=None): in a log or a pipe, a bar redrawn with
+    # carriage returns would only garble the lines around it.
     return tqdm(total=total, unit="frame", file=sys.stderr, dynamic_ncols=True,
-                mininterval=0.5, leave=False)
+                mininterval=0.5, leave=False, disable=None)

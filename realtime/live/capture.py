@@ -19,8 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..buffers import Buffer
+from .source import call_unless_stopped
 
 log = logging.getLogger(__name__)
+
+STABLE_S = 5.0   # a reopened source must deliver this long before its failed attempts reset
 
 
 @dataclass(frozen=True, eq=False)
@@ -69,7 +72,10 @@ class Capture:
     would deliver it; `max_frames` > 0 stops after that many frames.  A live source
     that fails is reopened with back-off; `reconnecting` is set meanwhile, and
     after `max_reconnects` failed attempts in a row (0 = never give up) the
-    capture ends with reason "lost".
+    capture ends with reason "lost".  A reopen that brings frames but fails
+    again within `STABLE_S` counts as failed too: a source that keeps coming
+    back for a moment (a file served at a URL, a flapping link) uses up the
+    budget instead of cycling forever.
     """
 
     def __init__(self, reader, sinks: Sequence[Buffer], stop: threading.Event, *,
@@ -82,6 +88,7 @@ class Capture:
         self.reconnecting = threading.Event()
         self._thread = threading.Thread(target=self._run, name="capture", daemon=True)
         self._read = self._skipped = self._reconnects = 0
+        self._end: CaptureEnd | None = None
 
     def start(self) -> "Capture":
         self._thread.start()
@@ -91,6 +98,13 @@ class Capture:
         """True when the thread has ended within the timeout."""
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
+
+    def outcome(self) -> CaptureEnd:
+        """How the capture ended, with its counts; while it still runs (or was left
+        behind), the counts so far.  Every exit path reports these, signals included."""
+        if self._end is not None:
+            return self._end
+        return CaptureEnd("stopped", self._read, self._skipped, self._reconnects)
 
     def _run(self) -> None:
         try:
@@ -103,13 +117,13 @@ class Capture:
         finally:
             self.reader.close()
             self.reconnecting.clear()
-        end = CaptureEnd(reason, self._read, self._skipped, self._reconnects, error)
+        end = self._end = CaptureEnd(reason, self._read, self._skipped, self._reconnects, error)
         for sink in self.sinks:
             sink.put(end, self.stop)
 
     def _loop(self) -> str:
         start = self.clock()
-        last_index, failed_attempts = -1, 0
+        last_index, failed_attempts, up_since = -1, 0, None
         while not self.stop.is_set():
             if self.max_frames and self._read >= self.max_frames:
                 return "max_frames"
@@ -118,11 +132,14 @@ class Capture:
                 if not self.reader.live:
                     self._count_missing_tail(last_index)
                     return "end"
-                failed_attempts += 1
+                failed_attempts, up_since = failed_attempts + 1, None
                 if not self._reopen(failed_attempts):
                     return "lost" if not self.stop.is_set() else "stopped"
                 continue
-            failed_attempts = 0
+            if failed_attempts:
+                up_since = self.clock() if up_since is None else up_since
+                if self.clock() - up_since >= STABLE_S:
+                    failed_attempts = 0
             self.reconnecting.clear()
             index = grabbed.index if grabbed.index is not None else last_index + 1
             self._skipped += max(0, index - last_index - 1)
@@ -159,8 +176,11 @@ class Capture:
         if self.stop.wait(delay_s):
             return False
         self._reconnects += 1
-        self.reader.reopen()   # whether it worked, the next read tells
-        return True
+        # Whether it worked, the next read tells.  In a helper thread: a stream
+        # open blocks up to its timeout, and a stop must not wait for that.
+        call_unless_stopped(self.reader.reopen, self.stop,
+                            cleanup=lambda _: self.reader.close())
+        return not self.stop.is_set()
 
     def _count_missing_tail(self, last_index: int) -> None:
         """Frames a file says it holds but that could not be read (truncated files)."""

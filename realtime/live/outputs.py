@@ -2,9 +2,15 @@
 
 Both writers are context managers and are closed in a ``finally``: the video
 is finalised (an mp4 only plays once its index is written on release) and the
-JSON Lines file holds whole lines only - each line is written with a single
-call and flushed, so whatever stops the run, every line already produced is
-complete and on disk.
+JSON Lines file holds whole lines only - each line is written unbuffered and
+at once, so whatever stops the run, every line already produced is complete
+and on disk.
+
+A write that fails (a full disk, a removed drive) is an :class:`OutputError`
+at the writer, with one line: the JSON Lines file is cut back to its last
+complete line; the video writer, which fails silently inside FFmpeg, is
+watched through its return value, the free space under it, and by opening
+the finished file again.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -24,6 +30,34 @@ VIDEO_CODECS = {".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v", ".mkv": "mp4v", 
 
 class OutputError(ValueError):
     """An output path cannot be written (an input error when found before the run)."""
+
+
+def check_distinct(writes: Sequence[tuple[str, str]], reads: Sequence[tuple[str, str]]) -> None:
+    """OutputError when an output names a file the run reads, or both outputs one file.
+
+    `writes` and `reads` are (flag, path) pairs.  Existing files are compared by
+    device and inode, so symlinks, hard links and ``./a.mp4`` against ``a.mp4``
+    all count; paths that do not exist yet by their resolved absolute path.
+    Call it before anything is opened for writing: opening would truncate.
+    """
+    seen = [(flag, path, _file_key(path)) for flag, path in reads]
+    for flag, path in writes:
+        key = _file_key(path)
+        for other_flag, other_path, other_key in seen:
+            if key == other_key:
+                raise OutputError(f"{flag} {path}: is the same file as {other_flag} "
+                                  f"{other_path}; writing it would destroy that "
+                                  "(give another path)")
+        seen.append((flag, path, key))
+
+
+def _file_key(path: str) -> tuple[int, int] | str:
+    expanded = os.path.expanduser(path)
+    try:
+        info = os.stat(expanded)
+        return info.st_dev, info.st_ino
+    except OSError:
+        return os.path.normcase(os.path.realpath(expanded))
 
 
 def check_output_path(path: str, flag: str, suffixes: tuple[str, ...] | None = None) -> Path:
@@ -52,6 +86,20 @@ def check_output_path(path: str, flag: str, suffixes: tuple[str, ...] | None = N
     return target
 
 
+FREE_CHECK_FRAMES = 30     # the video's disk is checked for space every this many frames
+FREE_MIN_BYTES = 64 * 1024  # below this, FFmpeg's next buffer flush fails (silently)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes this process may still write on the file system holding `path`."""
+    try:
+        info = os.statvfs(path.parent)
+    except (OSError, AttributeError):   # no statvfs: Windows
+        return None
+    blocks = info.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else info.f_bavail
+    return blocks * info.f_frsize
+
+
 class VideoOutput:
     """An annotated video of the source's size and frame rate.
 
@@ -74,13 +122,25 @@ class VideoOutput:
     def write(self, image: np.ndarray) -> None:
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(image)
+        if self._writer.write(image) is False:      # OpenCV's own AVI writer says so
+            raise OutputError(f"--output {self.path}: cannot write frame "
+                              f"{self.frames_written + 1} (disk full or removed?)")
         self.frames_written += 1
+        if self.frames_written % FREE_CHECK_FRAMES == 0:
+            free = free_bytes(self.path)
+            if free is not None and free < FREE_MIN_BYTES:
+                raise OutputError(f"--output {self.path}: the disk is full ({free // 1024} "
+                                  f"KiB free) after {self.frames_written} frames")
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Finalise the file; OutputError when what was written does not play back."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        if self.frames_written and not _plays(self.path):
+            raise OutputError(f"--output {self.path}: the finished video does not play "
+                              f"({self.frames_written} frames were written; disk full?)")
 
     def __enter__(self) -> "VideoOutput":
         return self
@@ -89,28 +149,54 @@ class VideoOutput:
         self.close()
 
 
+def _plays(path: Path) -> bool:
+    """Whether a finished video opens and its first frame decodes (an mp4 whose index
+    could not be written on release does not)."""
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
+
+
 class JsonlOutput:
-    """One JSON object a line, one line per processed frame, flushed as it goes."""
+    """One JSON object a line, one line per processed frame, on disk as it goes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.lines_written = 0
+        self._complete_bytes = 0    # file length up to the end of the last whole line
         try:
-            self._file = open(self.path, "w", encoding="utf-8", newline="\n")
+            self._file = open(self.path, "wb", buffering=0)
         except OSError as exc:
             raise OutputError(f"--detections {path}: cannot write "
                               f"({exc.strerror or exc})") from None
 
     def write(self, record: dict[str, Any]) -> None:
-        # One write of a whole line, then flush: a stop between two records
-        # never leaves half a line behind.
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
+        # Unbuffered, a whole line at once: a stop between two records never
+        # leaves half a line behind, and a failed write is seen here.
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            left = memoryview(data)
+            while left:                  # a short write (a disk filling up) writes on
+                left = left[self._file.write(left):]
+        except OSError as exc:
+            self._cut_to_complete_lines()
+            raise OutputError(f"--detections {self.path}: cannot write "
+                              f"({exc.strerror or exc}); it keeps the {self.lines_written} "
+                              "complete lines written") from None
+        self._complete_bytes += len(data)
         self.lines_written += 1
+
+    def _cut_to_complete_lines(self) -> None:
+        """Drop the start of a line a failed write may have left (truncating needs no space)."""
+        try:
+            os.ftruncate(self._file.fileno(), self._complete_bytes)
+        except OSError:
+            pass   # not a regular file (/dev/full, a pipe): nothing to cut
 
     def close(self) -> None:
         if self._file is not None and not self._file.closed:
-            self._file.flush()
             try:
                 os.fsync(self._file.fileno())
             except OSError:

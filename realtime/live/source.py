@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -38,7 +40,9 @@ DEMO_FPS = 30.0
 DEMO_SIZE = (640, 480)
 DEMO_SHAPES = 4
 DEMO_SEED = 0
-MAX_BAD_READS = 32       # consecutive failed reads that end a damaged video file
+STREAM_TIMEOUT_S = 10.0  # FFmpeg's open and read timeouts: a silent server cannot hang a run
+MAX_BAD_READS = 32       # least consecutive failed reads before a damaged file is given up
+BAD_STRETCH_S = 10.0     # files of unknown length: longest damaged stretch read through
 
 
 class SourceError(ValueError):
@@ -106,17 +110,93 @@ def list_images(folder: Path) -> list[Path]:
     return sorted(files, key=natural)
 
 
-def open_reader(spec: SourceSpec) -> "Reader":
-    """Open a source and read its first frame; SourceError when that fails."""
-    opener = {"camera": CaptureReader, "stream": CaptureReader, "video": VideoReader,
-              "image": FolderReader, "folder": FolderReader, "demo": DemoReader}[spec.kind]
-    reader = opener(spec)
+def open_reader(spec: SourceSpec, stop: threading.Event | None = None) -> "Reader | None":
+    """Open a source and read its first frame; SourceError when that fails.
+
+    With `stop`, opening runs in a helper thread and None is returned as soon
+    as `stop` is set (Ctrl+C while a stream server keeps the connection silent):
+    the open itself is only bounded by the stream timeouts.
+    """
+    if stop is None:
+        return _open_reader(spec)
+    return call_unless_stopped(lambda: _open_reader(spec), stop,
+                               cleanup=lambda reader: reader.close())
+
+
+def _open_reader(spec: SourceSpec) -> "Reader":
+    if spec.kind == "stream":
+        reader = _open_stream(spec)
+    else:
+        opener = {"camera": CaptureReader, "video": VideoReader, "image": FolderReader,
+                  "folder": FolderReader, "demo": DemoReader}[spec.kind]
+        reader = opener(spec)
     try:
         reader.peek_first()
     except Exception:
         reader.close()
         raise
     return reader
+
+
+def _open_stream(spec: SourceSpec) -> "Reader":
+    """A stream URL, or a video file served at one: a container that knows how many
+    frames it holds is a file (every frame, in order, then the end), not a live stream."""
+    cap = open_capture(spec)
+    if cap is None:
+        raise SourceError(f"--source {spec.location}: cannot open this stream (no answer "
+                          f"within {STREAM_TIMEOUT_S:g} s, refused, or not a video)")
+    if cap.get(cv2.CAP_PROP_FRAME_COUNT) > 0:
+        return VideoReader(SourceSpec("video", spec.location), cap)
+    return CaptureReader(spec, cap)
+
+
+def open_capture(spec: SourceSpec) -> cv2.VideoCapture | None:
+    """cv2.VideoCapture of a camera, stream or file, or None when it does not open.
+    Streams get FFmpeg's open and read timeouts, so no server can block a run for long."""
+    if spec.kind == "camera":
+        cap = cv2.VideoCapture(int(spec.location))
+    elif spec.kind == "stream":
+        timeout_ms = int(STREAM_TIMEOUT_S * 1000)
+        cap = cv2.VideoCapture(str(spec.location), cv2.CAP_FFMPEG,
+                               [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms,
+                                cv2.CAP_PROP_READ_TIMEOUT_MSEC, timeout_ms])
+    else:
+        cap = cv2.VideoCapture(str(spec.location), cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        cap.release()
+        return None
+    return cap
+
+
+def call_unless_stopped(fn, stop: threading.Event, cleanup=None, poll_s: float = 0.05):
+    """fn() in a helper thread: its result (or its exception), or None once `stop` is set.
+
+    A blocking C call (a stream open) cannot be interrupted, but it can be
+    left to finish on its own: the waiting thread stays responsive (signal
+    handlers run in it), and `cleanup(result)` releases what an abandoned call
+    returns.
+    """
+    lock, box = threading.Lock(), {}
+
+    def target() -> None:
+        try:
+            outcome = ("value", fn())
+        except BaseException as exc:   # handed to the waiting thread
+            outcome = ("error", exc)
+        with lock:
+            abandoned = box.setdefault("outcome", outcome) is not outcome
+        if abandoned and outcome[0] == "value" and cleanup is not None:
+            cleanup(outcome[1])
+
+    worker = threading.Thread(target=target, name="source-open", daemon=True)
+    worker.start()
+    while not box.get("outcome") and not stop.is_set():
+        worker.join(poll_s)
+    with lock:
+        kind, value = box.setdefault("outcome", ("stopped", None))
+    if kind == "error":
+        raise value
+    return value if kind == "value" else None
 
 
 class Reader:
@@ -177,12 +257,12 @@ def _as_bgr(image: np.ndarray) -> np.ndarray:
 
 
 class CaptureReader(Reader):
-    """A webcam or a stream through cv2.VideoCapture; reopened after a failure."""
+    """A webcam or a live stream through cv2.VideoCapture; reopened after a failure."""
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, cap: cv2.VideoCapture | None = None) -> None:
         super().__init__(spec)
-        self._cap: cv2.VideoCapture | None = None
-        if not self.reopen():
+        self._cap = cap
+        if self._cap is None and not self.reopen():
             what = "camera" if spec.kind == "camera" else "stream"
             raise SourceError(f"--source {spec.location}: cannot open this {what}")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -191,15 +271,8 @@ class CaptureReader(Reader):
 
     def reopen(self) -> bool:
         self.close()
-        if self.spec.kind == "camera":
-            cap = cv2.VideoCapture(int(self.spec.location))
-        else:
-            cap = cv2.VideoCapture(str(self.spec.location), cv2.CAP_FFMPEG)
-        if not cap.isOpened():
-            cap.release()
-            return False
-        self._cap = cap
-        return True
+        self._cap = open_capture(self.spec)
+        return self._cap is not None
 
     def _read(self) -> Grabbed | None:
         if self._cap is None:
@@ -214,18 +287,18 @@ class CaptureReader(Reader):
 
 
 class VideoReader(Reader):
-    """A video file; damaged frames are skipped and their indices left out.
+    """A video file (or one served at a URL); damaged frames are skipped and their
+    indices left out.
 
     The index of a frame comes from its timestamp, not from counting reads,
     so after a damaged stretch the next good frame keeps its place in the
     source (the capture stage counts the gap as skipped frames).
     """
 
-    def __init__(self, spec: SourceSpec) -> None:
+    def __init__(self, spec: SourceSpec, cap: cv2.VideoCapture | None = None) -> None:
         super().__init__(spec)
-        self._cap = cv2.VideoCapture(str(spec.location), cv2.CAP_FFMPEG)
-        if not self._cap.isOpened():
-            self._cap.release()
+        self._cap = cap if cap is not None else open_capture(spec)
+        if self._cap is None:
             raise SourceError(f"--source {spec.location}: cannot open this video (damaged, "
                               "truncated or an unsupported format)")
         fps = self._cap.get(cv2.CAP_PROP_FPS)
@@ -235,13 +308,28 @@ class VideoReader(Reader):
         self._last_index = -1
 
     def _read(self) -> Grabbed | None:
-        for _ in range(MAX_BAD_READS):
+        failed, since = 0, time.monotonic()
+        while failed < self._bad_reads_allowed():
             ok, image = self._cap.read()
             if ok and image is not None:
                 return Grabbed(self._index_of_last_read(), _as_bgr(image))
-            if self.frame_count is not None and self._last_index >= self.frame_count - 1:
-                return None   # a clean end: no need to probe further
+            failed += 1
+            if failed >= MAX_BAD_READS and time.monotonic() - since > BAD_STRETCH_S:
+                return None   # reads that block (a stalled server), not damage
         return None
+
+    def _bad_reads_allowed(self) -> int:
+        """Failed reads in a row before the file counts as ended.
+
+        Each failed read consumes one damaged frame, so while the container's
+        frame count says frames remain, reading on reaches the good frames after
+        a damaged stretch.  Without a count, a stretch of `BAD_STRETCH_S` is read
+        through.
+        """
+        if self.frame_count is None:
+            return max(MAX_BAD_READS, int(BAD_STRETCH_S * self.fps))
+        remaining = self.frame_count - 1 - self._last_index
+        return max(MAX_BAD_READS, remaining + 1) if remaining > 0 else 1
 
     def _index_of_last_read(self) -> int:
         pos_ms = self._cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -251,7 +339,8 @@ class VideoReader(Reader):
         return index
 
     def close(self) -> None:
-        self._cap.release()
+        if self._cap is not None:
+            self._cap.release()
 
 
 class FolderReader(Reader):

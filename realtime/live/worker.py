@@ -65,6 +65,7 @@ class Worker:
         self.detector, self.inbox, self.outbox, self.stop = detector, inbox, outbox, stop
         self.control: queue.Queue = queue.Queue(maxsize=16)
         self.failed_frames = 0
+        self.last_error = ""        # one line: why the last failed frame failed
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
 
     def start(self) -> "Worker":
@@ -118,7 +119,7 @@ class Worker:
             detections = self.detector.detect(frame.image, frame.index, frame.timestamp_s)
         except Exception as exc:
             self.failed_frames += 1
-            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            error = self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
             log.warning("frame %d skipped: inference failed (%s)", frame.index, error)
             log.debug("inference failure", exc_info=True)
             return None, error

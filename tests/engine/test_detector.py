@@ -170,6 +170,34 @@ def test_no_usable_prompt_is_an_error():
         Detector(["", "   "], LAYOUT, StubClip())
 
 
+def test_a_single_string_is_one_prompt_not_one_per_character():
+    detector = Detector("a white blob", LAYOUT, StubClip())
+    assert detector.labels == ("a white blob",)
+    detector.set_prompts("abc")
+    assert detector.labels == ("abc",)
+    with pytest.raises(PromptError, match="must be a string"):
+        detector.set_prompts(["a cat", 3])
+
+
+@pytest.mark.parametrize("method", ["windows", "dense", "occlusion", "classify"])
+@pytest.mark.parametrize("frame, fragment", [
+    (None, "got NoneType"),
+    (np.zeros((0, 0, 3), np.uint8), "got an empty 0x0x3 image"),
+    (np.zeros((20, 0, 3), np.uint8), "got an empty 20x0x3 image"),
+    (np.zeros((24, 32), np.uint8), "got shape 24x32 (grey"),
+    (np.zeros((24, 32, 4), np.uint8), "got shape 24x32x4 (grey"),
+    (np.zeros((24, 32, 3), np.float32), "got dtype float32"),
+    ([[0, 0, 0]], "got list"),
+], ids=["none", "0x0", "20x0", "2-d", "bgra", "float", "list"])
+def test_a_bad_frame_is_a_value_error_that_says_what_is_expected(method, frame, fragment):
+    detector = Detector(["white"], DetectorConfig(method=method), StubClip())
+    with pytest.raises(ValueError) as err:
+        detector(frame)
+    assert str(err.value).startswith("expected an HxWx3 uint8 BGR image") and fragment in str(
+        err.value), str(err.value)
+    assert len(detector(np.zeros((1, 1, 3), np.uint8)).labels) == 1   # tiny is fine
+
+
 def test_background_prompt_equal_to_a_user_prompt_does_not_compete():
     stub = StubClip()
     config = DetectorConfig(tile_px=40, window_tiles=2, background_prompts=("white", "floor"))

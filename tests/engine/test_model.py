@@ -155,3 +155,72 @@ def test_naclip_neighbourhood_falls_off_with_patch_distance():
     centre = 1 + 14 * 28 + 14
     assert prior[centre, centre] == 1.0
     assert prior[centre, centre + 5] == pytest.approx(np.exp(-0.5), rel=1e-4)  # 5 patches = 1 std
+
+# --------------------------------------------------------------------------- memory budget
+
+
+def test_batches_are_split_to_fit_the_memory_budget_with_the_same_result(tiny_model_dir):
+    from realtime.engine.model import image_bytes
+
+    config = DetectorConfig(tile_px=32, refine=False, verify=False)     # 234 windows
+    frame = MovingScene(640, 480, n_shapes=2, seed=3).frame(0).frame
+    results, batches = {}, {}
+    for budget in ("auto", 32):
+        model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu",
+                                       dtype="float32", memory_budget_mb=budget))
+        real_vision, seen = model._vision, []
+        model._vision = lambda chunk, any_size: seen.append(len(chunk)) or real_vision(
+            chunk, any_size)
+        results[budget] = Detector(["a red circle"], config, model)(frame).score_maps
+        batches[budget] = seen
+    per_image = image_bytes(model, 64, 64)
+    assert batches["auto"] == [234]                       # plenty: one batch, as before
+    assert len(batches[32]) > 1 and sum(batches[32]) == 234
+    assert max(batches[32]) * per_image <= 32 * 2**20
+    np.testing.assert_allclose(results[32], results["auto"], atol=1e-5)
+
+
+@pytest.mark.parametrize("method, detector_keys, frame_hw, key", [
+    ("occlusion", {}, (100, 2000), "detector.occlusion_cells"),
+    ("windows", {"tile_px": 4, "refine": False}, (100, 2000), "detector.tile_px"),
+    ("dense", {"dense_input_px": 2048}, (480, 640), "detector.dense_input_px"),
+    ("windows", {"refine_input_px": 2048}, (480, 640), "detector.refine_input_px"),
+])
+def test_a_layout_over_the_memory_budget_is_refused_naming_its_key(tiny_model_dir, method,
+                                                                    detector_keys, frame_hw,
+                                                                    key):
+    import time
+
+    from realtime.config import ConfigError
+
+    model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu", dtype="float32",
+                                   memory_budget_mb=64))
+    detector = Detector(["a red circle"], DetectorConfig(method=method, **detector_keys), model)
+    start = time.monotonic()
+    with pytest.raises(ConfigError) as err:
+        detector.check_frame_size(frame_hw[1], frame_hw[0])
+    with pytest.raises(ConfigError):
+        detector(np.zeros((*frame_hw, 3), np.uint8))     # the frame itself: refused too
+    assert time.monotonic() - start < 2.0                 # before allocating, not after
+    text = str(err.value)
+    assert text.startswith(f"{key}: ") and "over the memory budget of 64 MiB" in text, text
+    assert "model.memory_budget_mb" in text and "\n" not in text
+
+
+def test_thousands_of_prompts_are_encoded_in_batches_that_fit_the_budget(tiny_model_dir):
+    texts = [f"a red circle number {i}" for i in range(1000)]
+    embeddings, batches = {}, {}
+    for budget in ("auto", 16):
+        model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu",
+                                       dtype="float32", memory_budget_mb=budget))
+        real, seen = model.hf_model.get_text_features, []
+
+        def counted(real=real, seen=seen, **tokens):
+            seen.append(len(tokens["input_ids"]))
+            return real(**tokens)
+
+        model.hf_model.get_text_features = counted
+        embeddings[budget], batches[budget] = model.encode_text(texts), seen
+    assert batches["auto"] == [1000] and len(batches[16]) > 1 and sum(batches[16]) == 1000
+    assert max(batches[16]) == model._text_batch()
+    torch.testing.assert_close(embeddings[16], embeddings["auto"], atol=1e-5, rtol=1e-5)

@@ -306,3 +306,60 @@ def test_hud_names_the_device_and_the_precision_that_runs():
     model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.bfloat16)
     assert app._device_name(SimpleNamespace(model=model)) == "cpu bfloat16"
     assert app._device_name(SimpleNamespace(model=SimpleNamespace(device="fake"))) == "fake"
+
+
+needs_libx11 = pytest.mark.skipif(__import__("ctypes.util").util.find_library("X11") is None,
+                                  reason="libX11 is not installed: no X connection to try")
+
+
+@needs_libx11
+def test_a_display_that_is_set_but_dead_is_an_input_error(monkeypatch, capsys, video_file):
+    monkeypatch.setenv("DISPLAY", ":999")                   # no X server there
+    monkeypatch.delenv("QT_QPA_PLATFORM", raising=False)
+    factory = FakeFactory()
+    assert_input_error(capsys, app.run(app_config(source=str(video_file), headless=False),
+                                       detector_factory=factory),
+                       "app.headless", "no X server answers at DISPLAY=:999", "--headless")
+    assert factory.built == []
+    app.check_display(app_config(headless=True))            # headless needs no display
+
+
+@needs_libx11
+def test_main_with_a_dead_display_exits_2_instead_of_aborting(tmp_path, video_file):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM",
+                                                            "WAYLAND_DISPLAY")}
+    out = tmp_path / "o.mp4"
+    done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--source", str(video_file),
+                           "--prompt", "x", "--output", str(out)],
+                          env={**env, "DISPLAY": ":999"}, cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert done.stderr.strip().splitlines() == [
+        "error: app.headless: no X server answers at DISPLAY=:999 (stale after ssh -X, or "
+        "Xvfb not running); pass --headless, or start the X server"]
+
+
+def test_a_short_source_whose_every_frame_fails_inference_is_exit_1(tmp_path, capsys):
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), np.zeros((48, 64, 3), np.uint8))
+    code = app.run(app_config(source=str(image)),
+                   detector_factory=FakeFactory(fail_on={"all"}))
+    assert code == 1
+    assert stderr_lines(capsys)[-1].startswith(
+        "error: inference failed on all 1 frames: RuntimeError: simulated failure on frame 0")
+
+
+def test_a_missing_snapshot_folder_is_an_input_error_in_window_mode(tmp_path, capsys,
+                                                                    video_file):
+    missing = tmp_path / "no-such-folder"
+    code = app.run(app_config(source=str(video_file), headless=False,
+                              snapshot_dir=str(missing)),
+                   detector_factory=FakeFactory(), display=RecordingDisplay())
+    assert_input_error(capsys, code, f"--snapshot-dir {missing}: no such folder")
+    assert app.run(app_config(source=str(video_file), snapshot_dir=str(missing)),
+                   detector_factory=FakeFactory()) == 0     # headless: no s key, no check

@@ -114,3 +114,12 @@ def test_window_shows_the_frame_with_a_drawn_box_and_label(tmp_path, xvfb, fulls
         assert (x2 - x1, y2 - y1) == SCREEN
     else:
         assert abs((x2 - x1) - FRAME[0]) <= 8 and abs((y2 - y1) - FRAME[1]) <= 8
+
+
+def test_a_live_x_server_passes_the_display_check(xvfb, monkeypatch):
+    from conftest import app_config
+    from realtime.live import app
+
+    monkeypatch.setenv("DISPLAY", xvfb[0])
+    assert app.x11_display_answers() is True and app.x11_screen_size() == SCREEN
+    app.check_display(app_config(headless=False))
