@@ -292,6 +292,12 @@ def load_config(path: str | Path, base: Config | None = None) -> Config:
     return config_from_dict(data, base)
 
 
+def field_range(cls: type, name: str) -> tuple[Any, Any]:
+    """(lo, hi) allowed for a field (None where unbounded), for checks outside the config."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    return meta.get("lo"), meta.get("hi")
+
+
 def field_help(section: str, name: str) -> str:
     """The help text attached to a field, for --help."""
     for f in dataclasses.fields(SECTIONS[section]):
