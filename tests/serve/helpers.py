@@ -1,5 +1,6 @@
 """Helpers for the browser-view tests: the web application on aiohttp's test server, fed
-with frames by a thread as the render loop would, and an MJPEG part reader."""
+with frames by a thread as the render loop would, an MJPEG part reader, and the whole
+application running in a thread with --serve."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import time
 import cv2
 import numpy as np
 
-from realtime.config import ServeConfig
+from conftest import FakeCamera, FakeFactory, RecordingDisplay
+from realtime.config import ServeConfig, config_from_dict
 from realtime.control import LiveStatus, PromptController, ViewControl
 from realtime.detections import Detections
+from realtime.live import app
 
 
 def status(index: int, captured_at: float | None = None, labels=("a cat",)) -> LiveStatus:
@@ -86,3 +89,43 @@ async def read_part(content) -> tuple[dict[str, str], bytes]:
 
 def run(coroutine):
     return asyncio.run(coroutine)
+
+def serve_config(port: int, **app_keys):
+    return config_from_dict({"app": {"headless": True, "prompts": ["a red circle"], **app_keys},
+                             "serve": {"address": f"127.0.0.1:{port}"}})
+
+
+class QuitDisplay(RecordingDisplay):
+    """A display whose user presses q once `quit` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.quit = threading.Event()
+
+    def show(self, image) -> int:
+        super().show(image)
+        return ord("q") if self.quit.is_set() else -1
+
+
+class RunningApp:
+    """app.run in a thread on a fake camera until the block ends, then q (exit code: .code)."""
+
+    def __init__(self, config, size=(160, 120)) -> None:
+        self.config, self.factory, self.display = config, FakeFactory(), QuitDisplay()
+        self.size = size
+        self.code = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        self.code = app.run(self.config, detector_factory=self.factory, display=self.display,
+                            reader=FakeCamera(fps=30, size=self.size))
+
+    def __enter__(self) -> "RunningApp":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.display.quit.set()
+        self.thread.join(15.0)
+
+

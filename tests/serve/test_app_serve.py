@@ -17,48 +17,9 @@ pytest.importorskip("aiohttp", reason="the browser view needs aiohttp "
                                       "(pip install -r requirements-web.txt)")
 import aiohttp  # noqa: E402
 
-from conftest import (FakeCamera, FakeFactory, RecordingDisplay, app_config,  # noqa: E402
-                      free_port, pipeline_threads)
-from realtime.config import config_from_dict  # noqa: E402
+from conftest import FakeCamera, FakeFactory, app_config, free_port, pipeline_threads  # noqa: E402
+from helpers import RunningApp, serve_config  # noqa: E402
 from realtime.live import app  # noqa: E402
-
-
-def serve_config(port: int, **app_keys):
-    return config_from_dict({"app": {"headless": True, "prompts": ["a red circle"], **app_keys},
-                             "serve": {"address": f"127.0.0.1:{port}"}})
-
-
-class QuitDisplay(RecordingDisplay):
-    """A display whose user presses q once `quit` is set."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.quit = threading.Event()
-
-    def show(self, image) -> int:
-        super().show(image)
-        return ord("q") if self.quit.is_set() else -1
-
-
-class RunningApp:
-    """app.run in a thread on a fake camera until the block ends, then q (exit code: .code)."""
-
-    def __init__(self, config) -> None:
-        self.config, self.factory, self.display = config, FakeFactory(), QuitDisplay()
-        self.code = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        self.code = app.run(self.config, detector_factory=self.factory, display=self.display,
-                            reader=FakeCamera(fps=30, size=(160, 120)))
-
-    def __enter__(self) -> "RunningApp":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.display.quit.set()
-        self.thread.join(15.0)
 
 
 async def statuses(ws, until, timeout_s: float = 10.0) -> dict:

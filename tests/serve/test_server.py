@@ -223,6 +223,7 @@ def test_the_websocket_sends_status_and_takes_changes():
     async def scenario():
         async with web_client(prompts=prompts) as (client, view):
             view.hub.feed(np.zeros((48, 64, 3), np.uint8), status(3))
+            await wait_for(lambda: view.hub.status is not None)
             ws = await client.ws_connect("/ws")
             first = await ws.receive_json(timeout=5)
             replies = []
