@@ -289,11 +289,13 @@ class WebView:
                     await ws.send_str(json.dumps(message, ensure_ascii=False))
                     sent_at, last = now, message
                 wake.clear()
-                changed = asyncio.ensure_future(self.hub.changed(1.0))
-                woken = asyncio.ensure_future(wake.wait())
-                await asyncio.wait({changed, woken}, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
-                woken.cancel()
+                waits = {asyncio.ensure_future(self.hub.changed(1.0)),
+                         asyncio.ensure_future(wake.wait())}
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for waiting in waits:
+                        waiting.cancel()
                 await asyncio.sleep(max(0.0, sent_at + STATUS_INTERVAL_S - time.monotonic()))
         except (ConnectionError, RuntimeError):
             pass   # the page went away

@@ -9,51 +9,24 @@ REALTIME_REQUIRE_BROWSER=1 (CI sets it), which turns the skip into a failure.
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from conftest import free_port, pipeline_threads
 from helpers import RunningApp, serve_config
+from tools.browser import chromium, missing
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-
-
-def _missing() -> str:
-    for path in (CHROMIUM, CHROMEDRIVER):
-        if not Path(path).is_file():
-            return f"{path} is missing (apt-get install -y chromium chromium-driver)"
-    for module in ("selenium", "aiohttp"):
-        try:
-            __import__(module)
-        except ImportError:
-            return f"{module} is missing (pip install -r requirements-web.txt)"
-    return ""
-
-
-MISSING = _missing()
+MISSING = missing()
+if not MISSING:
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        MISSING = "aiohttp is missing (pip install -r requirements-web.txt)"
 if MISSING and os.environ.get("REALTIME_REQUIRE_BROWSER") == "1":
     raise RuntimeError(f"REALTIME_REQUIRE_BROWSER=1 but {MISSING}")
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=MISSING)
-
-
-def chromium(user_data_dir: str, width: int = 1280, height: int = 800):
-    """A headless chromium from the system packages, driven by the system chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={user_data_dir}",
-                 f"--window-size={width},{height}"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 CANVAS_SUM = """
