@@ -285,7 +285,8 @@ class WebView:
                     await ws.send_str(json.dumps(replies.popleft(), ensure_ascii=False))
                 message = self.status_message()
                 now = time.monotonic()
-                if message != last and now - sent_at >= STATUS_INTERVAL_S:
+                if message != last and (now - sent_at >= STATUS_INTERVAL_S
+                                        or _prompts_changed(message, last)):
                     await ws.send_str(json.dumps(message, ensure_ascii=False))
                     sent_at, last = now, message
                 wake.clear()
@@ -296,7 +297,6 @@ class WebView:
                 finally:
                     for waiting in waits:
                         waiting.cancel()
-                await asyncio.sleep(max(0.0, sent_at + STATUS_INTERVAL_S - time.monotonic()))
         except (ConnectionError, RuntimeError):
             pass   # the page went away
 
@@ -361,6 +361,12 @@ class WebView:
                   f'realtime_frames_dropped_total{{stage="stream"}} {self.hub.frames_skipped}']
         return web.Response(text="\n".join(lines) + "\n", headers=SECURITY_HEADERS,
                             content_type="text/plain", charset="utf-8")
+
+
+def _prompts_changed(message: dict, last: dict | None) -> bool:
+    """A new prompt set, or the first detections with one: sent at once, not paced."""
+    return last is None or any(message.get(key) != last.get(key)
+                               for key in ("generation", "pending", "labels"))
 
 
 def _number(value: float) -> str:

@@ -11,9 +11,10 @@ const $ = (id) => document.getElementById(id);
 const canvas = $("view");
 const context = canvas.getContext("2d");
 const FIRST_RETRY_MS = 500, MAX_RETRY_MS = 8000, STALL_MS = 5000, PAINT_REPORT_MS = 2000;
-const stats = (window.realtimeStats = { frames: 0, lastFrame: null, lastLatencyMs: null,
-                                        latencies: [] });
-const state = { socket: null, prompts: [], paused: false, dragging: false, shownKey: "" };
+const stats = (window.realtimeStats = { frames: 0, skipped: 0, lastFrame: null,
+                                        lastLatencyMs: null, latencies: [] });
+const state = { socket: null, prompts: [], paused: false, dragging: false, shownKey: "",
+                nextPart: null, drawing: false };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -75,11 +76,37 @@ async function readParts(reader, onPart) {
       if (!(length >= 0)) throw new Error("a stream part without Content-Length");
       const start = end + 4;
       if (buffer.length < start + length) break;
-      await onPart({ jpeg: buffer.slice(start, start + length),
+      onPart({ jpeg: buffer.slice(start, start + length),
                      frame: Number(headers["x-frame-index"]),
                      capturedMs: Number(headers["x-captured-ms"]) });
       buffer = buffer.slice(start + length);
     }
+  }
+}
+
+// Latest frame wins in the page too: parts are read as fast as they come (so no
+// queue builds up in the network buffers), and while one is being decoded only
+// the newest of those that arrive meanwhile is kept.
+function offerPart(part) {
+  if (state.nextPart) stats.skipped += 1;
+  state.nextPart = part;
+  if (!state.drawing) drawNewest();
+}
+
+async function drawNewest() {
+  state.drawing = true;
+  try {
+    while (state.nextPart) {
+      const part = state.nextPart;
+      state.nextPart = null;
+      try {
+        await drawPart(part);
+      } catch (error) {                  // a damaged JPEG: skip it, keep streaming
+        stats.skipped += 1;
+      }
+    }
+  } finally {
+    state.drawing = false;
   }
 }
 
@@ -114,12 +141,12 @@ async function streamForever() {
     try {
       const response = await fetch(streamUrl(), { cache: "no-store", signal: abort.signal });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
-      await readParts(response.body.getReader(), async (part) => {
+      await readParts(response.body.getReader(), (part) => {
         clearTimeout(watchdog);
         watchdog = setTimeout(() => abort.abort(), STALL_MS);
         retryMs = FIRST_RETRY_MS;
         showDown("");
-        await drawPart(part);
+        offerPart(part);
       });
       throw new Error("the stream ended");
     } catch (error) {
