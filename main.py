@@ -66,9 +66,14 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--max-reconnects", "app", "max_reconnects", {"type": int, "metavar": "N"}),
     ("--snapshot-dir", "app", "snapshot_dir", {"metavar": "DIR"}),
     ("--demo", "app", "demo", {"action": argparse.BooleanOptionalAction}),
+    ("--serve", "serve", "address", {"metavar": "[HOST:]PORT"}),
+    ("--serve-token", "serve", "token", {"metavar": "TOKEN"}),
+    ("--serve-max-viewers", "serve", "max_viewers", {"type": int, "metavar": "N"}),
+    ("--serve-max-fps", "serve", "max_fps", {"type": float, "metavar": "FPS"}),
 )
 
-KEYS_HELP = "keys in the window: q/Esc quit, space pause, h heat map, +/- threshold, s snapshot"
+KEYS_HELP = ("keys in the window: q/Esc quit, space pause, h heat map, +/- threshold, "
+             "s snapshot, p/Tab edit the prompts (comma-separated; Enter applies, Esc cancels)")
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -106,8 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="main.py",
         description="Real-time zero-shot object detection with CLIP on a webcam, stream, "
                     "video file, image or folder of images.",
-        epilog=f"{KEYS_HELP}. Exit codes: 0 done, 1 runtime failure, 2 input error, "
-               "130 Ctrl+C, 143 SIGTERM.")
+        epilog=f"{KEYS_HELP}. Browser view: --serve 8080 serves the annotated stream, the "
+               "prompts, the threshold and REST endpoints on http://127.0.0.1:8080/ (see README, "
+               "Browser view; needs pip install -r requirements-web.txt). Exit codes: 0 done, "
+               "1 runtime failure, 2 input error, 130 Ctrl+C, 143 SIGTERM.")
     parser.add_argument("--config", metavar="FILE.yaml",
                         help="YAML preset (see configs/); flags override it (default: none)")
     parser.add_argument("--prompt", action="append", metavar="TEXT",
@@ -128,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults, then --config, then the flags given; ConfigError names a bad key."""
     config = load_config(args.config) if args.config else Config()
-    overrides: dict[str, dict] = {"model": {}, "detector": {}, "app": {}}
+    overrides: dict[str, dict] = {name: {} for name in SECTIONS}
     for _, section, key, _ in FLAGS:
         value = getattr(args, f"{section}.{key}")
         if value is not None:

@@ -1,7 +1,7 @@
 """Configuration: frozen dataclasses, validated in one place.
 
-Every knob of the product lives in one of three sections - ``model``,
-``detector`` and ``app`` - each a frozen dataclass.  Each field carries its
+Every knob of the product lives in one of four sections - ``model``,
+``detector``, ``app`` and ``serve`` (the browser view) - each a frozen dataclass.  Each field carries its
 help text and its allowed values in ``metadata``; ``_validate`` reads them, so
 a bad value from a YAML file, from the command line or from Python code fails
 the same way: one :class:`ConfigError` line that names the key and says what
@@ -183,14 +183,71 @@ class AppConfig:
         _validate(self, "app")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """"8080", "0.0.0.0:8080", "[::1]:8080" -> (host, port); host 127.0.0.1 when not given."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""   # a bare IPv6 address must be written in brackets
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(f"serve.address: must be [HOST:]PORT with PORT 0..65535 (0: any "
+                          f"free port), an IPv6 HOST in brackets (got {text!r})")
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    address: str = _opt("", "[HOST:]PORT of the browser view (live stream, prompts, REST); "
+                        "empty = off; HOST defaults to 127.0.0.1, any other needs a token")
+    token: str = _opt("", "token the browser view requires; empty = none on a loopback "
+                      "address, one generated and printed for any other")
+    allowed_hosts: tuple[str, ...] = _opt((), "names the browser view answers to besides its "
+                                          "address, localhost and loopback (e.g. kiosk.local): "
+                                          "the Host check against DNS rebinding")
+    max_viewers: int = _opt(8, "most MJPEG streams (and most websockets) at once; more get "
+                            "503", lo=1, hi=256)
+    max_fps: float = _opt(15.0, "most frames per second a stream sends (a viewer may ask for "
+                          "fewer with ?fps=)", lo=0.5, hi=60.0)
+    jpeg_quality: int = _opt(80, "JPEG quality of the stream and snapshots", lo=10, hi=100)
+
+    def __post_init__(self) -> None:
+        _validate(self, "serve")
+        if self.address:
+            parse_address(self.address)
+        if self.token and (len(self.token) < 8 or not self.token.isascii()
+                           or not self.token.isprintable() or " " in self.token):
+            raise ConfigError("serve.token: must be at least 8 printable ASCII characters "
+                              "without spaces")
+
+    @property
+    def host(self) -> str:
+        return parse_address(self.address)[0]
+
+    @property
+    def port(self) -> int:
+        return parse_address(self.address)[1]
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+
 @dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig, "app": AppConfig}
+SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig, "app": AppConfig,
+                             "serve": ServeConfig}
 
 
 def _validate(obj: Any, section: str) -> None:
@@ -302,6 +359,12 @@ def load_config(path: str | Path, base: Config | None = None) -> Config:
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"--config {path}: not valid YAML{line}") from None
     return config_from_dict(data, base)
+
+
+def field_range(cls: type, name: str) -> tuple[Any, Any]:
+    """(lo, hi) allowed for a field (None where unbounded), for checks outside the config."""
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name)
+    return meta.get("lo"), meta.get("hi")
 
 
 def field_help(section: str, name: str) -> str:

@@ -226,4 +226,14 @@ class RecordingDisplay:
 
 def pipeline_threads() -> list[str]:
     """Names of the application's threads still alive."""
-    return [t.name for t in threading.enumerate() if t.name in ("capture", "inference")]
+    return [t.name for t in threading.enumerate()
+            if t.name in ("capture", "inference", "web", "web-encode")]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -43,11 +43,17 @@ class Detector:
         if prompts:
             self.set_prompts(prompts)
 
-    def set_prompts(self, prompts: Sequence[str] | str) -> None:
+    def set_prompts(self, prompts: Sequence[str] | str) -> tuple[str, ...]:
         """Change what to look for (a string is one prompt); only prompts not seen
-        before are encoded."""
-        self.labels = clean_prompts(prompts)
-        self._text = self.bank.with_background(self.labels)
+        before are encoded.
+
+        Returns a warning line for each prompt longer than the model's token
+        limit (the model reads its first tokens).
+        """
+        labels = clean_prompts(prompts)
+        self._text = self.bank.with_background(labels)
+        self.labels = labels     # after the encoding: a failure leaves the old set in use
+        return self.bank.warnings(labels)
 
     def set_threshold(self, threshold: float) -> None:
         """Change the cut on the normalised maps (validated like any config value)."""

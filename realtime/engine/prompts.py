@@ -12,34 +12,26 @@ from typing import Iterable, Sequence
 
 import torch
 
+from ..control import PromptError, validate_prompts  # noqa: F401 (PromptError: its old home)
 from .model import ClipModel
 
 log = logging.getLogger(__name__)
 
 
-class PromptError(ValueError):
-    """No usable prompt was given."""
+CLI_HINT = "pass --prompt TEXT (repeatable) or --prompts-file FILE with one prompt a line"
 
 
 def clean_prompts(texts: Iterable[str] | str) -> tuple[str, ...]:
-    """Strip whitespace, drop empty texts, merge duplicates (first one wins).
+    """Strip whitespace, drop empty texts, merge duplicates (first one wins), and check
+    the limits every prompt set obeys (realtime.control.validate_prompts).
 
-    Labels in the output are the prompts exactly as given, bar surrounding
-    whitespace.  A single string is one prompt (not one prompt per character).
+    Labels in the output are the prompts as given, bar surrounding whitespace
+    and Unicode normalisation (NFC).  A single string is one prompt (not one
+    prompt per character).
     """
     if isinstance(texts, str):
         texts = (texts,)
-    seen: dict[str, None] = {}
-    for text in texts:
-        if not isinstance(text, str):
-            raise PromptError(f"a prompt must be a string (got {type(text).__name__} {text!r})")
-        text = text.strip()
-        if text and text not in seen:
-            seen[text] = None
-    if not seen:
-        raise PromptError("no prompt given: pass --prompt TEXT (repeatable) or --prompts-file "
-                          "FILE with one prompt a line")
-    return tuple(seen)
+    return validate_prompts(texts, none_hint=CLI_HINT)
 
 
 def read_prompts_file(path: str) -> tuple[str, ...]:
@@ -71,6 +63,7 @@ class PromptBank:
         self.templates = tuple(templates)
         self.background = tuple(background)
         self._cache: dict[str, torch.Tensor] = {}
+        self.truncated: dict[str, int] = {}   # texts over the token limit: their token count
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(len(texts), D) unit-norm embeddings; only texts not seen before are encoded."""
@@ -92,12 +85,18 @@ class PromptBank:
         background = [b for b in self.background if _bare(b) not in asked]
         return self.embed(list(prompts) + background)
 
+    def warnings(self, texts: Sequence[str]) -> tuple[str, ...]:
+        """One line for each of `texts` that the model reads only the start of."""
+        limit = self.model.max_text_tokens
+        return tuple(f"prompt {text!r} is {self.truncated[text]} tokens long; the model reads "
+                     f"the first {limit}" for text in texts if text in self.truncated)
+
     def _warn_if_truncated(self, texts: Sequence[str]) -> None:
         limit = self.model.max_text_tokens
         for text in texts:
             for template in self.templates:
                 length = len(self.model.tokenizer(template.format(text)).input_ids)
                 if length > limit:
-                    log.warning("prompt %r is %d tokens long; the model reads the first %d",
-                                text, length, limit)
+                    self.truncated[text] = length
+                    log.warning("%s", self.warnings([text])[0])
                     break

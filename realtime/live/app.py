@@ -11,6 +11,10 @@ Data flow (each arrow a bounded buffer, see realtime.buffers)::
 - Live sources (cameras, streams, ``--realtime``, the demo in a window):
   latest-frame-wins slots.  The main thread shows every captured frame at the
   capture rate with the latest detections; inference takes the newest frame.
+- Run-time changes (realtime.control): the prompt edit line (``p``/Tab) and
+  the browser view (``--serve``, realtime.serve: a server thread fed with
+  every shown frame) ask the prompt controller, which the inference thread
+  reads between frames, and the view control, which this loop reads.
 
 Exit codes: 0 finished (end of source, --max-frames, q/Esc, window closed);
 1 runtime failure (source lost for good, inference failing, an output that
@@ -40,11 +44,13 @@ from ..buffers import BoundedQueue, LatestSlot
 
 from .capture import Backoff, Capture, CaptureEnd, Frame
 from ..config import DEFAULT_MODEL, Config, ConfigError
+from ..control import LiveStatus, PromptController, ViewControl
 from ..detections import Detections
 from ..engine.model import ModelLoadError
 from .outputs import (VIDEO_CODECS, OutputError, Outputs, check_distinct, check_output_path,
                       open_outputs)
 from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
+from .prompt_edit import OPEN_KEYS, EditLine, open_line, press
 from .render import Overlay, compose, hud_text
 from .source import (Reader, SourceError, SourceSpec, call_unless_stopped, demo_scene,
                      list_images, open_reader, parse_source)
@@ -201,12 +207,12 @@ class WindowDisplay:
         if not self._open:
             self._create(image)
         cv2.imshow(self.title, image)
-        return cv2.waitKey(1)
+        return cv2.waitKeyEx(1)     # full key codes: the prompt edit line takes any character
 
     def poll(self) -> int:
         import cv2
 
-        return cv2.waitKey(1) if self._open else -1
+        return cv2.waitKeyEx(1) if self._open else -1
 
     def closed(self) -> bool:
         """True once the user closed the window with its close button."""
@@ -343,10 +349,14 @@ class RenderLoop:
 
     def __init__(self, *, capture: Capture, worker: Worker, results, frames, outputs: Outputs,
                  display, stop: threading.Event, view: View, snapshot_dir: str = ".",
-                 progress=None) -> None:
+                 progress=None, prompts: PromptController, view_control: ViewControl) -> None:
         self.capture, self.worker, self.results, self.frames = capture, worker, results, frames
         self.outputs, self.display, self.stop, self.view = outputs, display, stop, view
         self.snapshot_dir, self.progress = snapshot_dir, progress
+        self.prompts, self.view_control = prompts, view_control
+        self.edit: EditLine | None = None    # the prompt edit line, while it is open
+        self.recorded_generation = -1        # prompt set last written to the JSON Lines
+        self.feed: Callable[[np.ndarray, LiveStatus], None] | None = None   # e.g. the web view
         self.processed = 0
         self.frames_shown = 0           # frames drawn (and written) at the capture rate
         self.end: CaptureEnd | None = None
@@ -360,6 +370,7 @@ class RenderLoop:
     def run_in_order(self) -> None:
         """Files: each result, in frame order, drawn on its own frame."""
         while not self._done():
+            self._apply_view_changes()
             if self.view.paused:
                 self._handle_key(self.display.show(self._compose()) if self.view.frame
                                  else self.display.poll())
@@ -377,6 +388,7 @@ class RenderLoop:
     def run_latest(self) -> None:
         """Live: every captured frame shown with the newest detections."""
         while not self._done():
+            self._apply_view_changes()
             self._drain_results()
             item = self.frames.get(timeout_s=0.01 if self._windowed else 0.1)
             if isinstance(item, CaptureEnd):
@@ -414,7 +426,7 @@ class RenderLoop:
         if isinstance(item, WorkerError):
             self.failure = item.message
             return False
-        self.outputs.write_record(item.detections.to_record())
+        self.outputs.write_record(self._record(item))
         self.processed += 1
         self.view.detections = item.detections
         self.view.inference_rate.tick(item.finished_at)
@@ -422,6 +434,14 @@ class RenderLoop:
         if self.progress is not None:
             self.progress.update(1)
         return True
+
+    def _record(self, item) -> dict:
+        """The frame's JSON Lines record; the first one with a prompt set names it."""
+        record = item.detections.to_record()
+        if item.generation != self.recorded_generation:
+            record.update(prompts=list(item.detections.labels), generation=item.generation)
+            self.recorded_generation = item.generation
+        return record
 
     def _drain_results(self) -> None:
         while not self.failure:
@@ -447,7 +467,10 @@ class RenderLoop:
         banner = "reconnecting..." if self.capture.reconnecting.is_set() else ""
         if view.paused:
             banner = banner or "paused"
-        return Overlay(heatmap=view.heatmap, hud=hud, banner=banner)
+        prompts = ("prompts: " + ", ".join(self.prompts.active.prompts)) if view.hud else ""
+        edit = self.edit.text if self.edit is not None else None
+        return Overlay(heatmap=view.heatmap, hud=hud, banner=banner, prompts=prompts, edit=edit,
+                       edit_error=self.edit.error if self.edit is not None else "")
 
     def _compose(self) -> np.ndarray:
         return compose(self.view.frame.image, self.view.detections, self._overlay())
@@ -458,28 +481,66 @@ class RenderLoop:
         if write:
             self.frames_shown += 1
             self.outputs.write_frame(image)
+        if self.feed is not None:
+            self.feed(image, self._status())
         self._handle_key(self.display.show(image))
         if self.on_frame is not None:
             self.on_frame(self)
 
+    def _status(self) -> LiveStatus:
+        view = self.view
+        return LiveStatus(view.frame.index, view.frame.captured_at, view.capture_rate.fps,
+                          view.inference_rate.fps, view.latency_ms, view.threshold, view.paused,
+                          view.heatmap, getattr(self.worker.inbox, "replaced", 0),
+                          view.detections)
+
+    def _apply_view_changes(self) -> None:
+        """Threshold, pause and heat map asked for by another front end (the web view)."""
+        for name, value in self.view_control.take().items():
+            if name == "threshold":
+                self._set_threshold(value)
+            else:
+                setattr(self.view, name, value)
+
+    def _set_threshold(self, value: float) -> None:
+        self.view.threshold = round(min(1.0, max(0.0, value)), 2)
+        self.worker.send(SetThreshold(self.view.threshold))
+
     # -- keys -----------------------------------------------------------------------
 
     def _handle_key(self, key: int) -> None:
-        if key is None or key < 0:
+        if key is None or key == -1:
             return
-        key &= 0xFF
-        if key in (KEY_QUIT, KEY_ESC):
+        if self.edit is not None:
+            self._edit_key(key)
+            return
+        if not 0 <= key <= 0xFF:       # arrows, modifiers, non-Latin text: no hotkey
+            return
+        if key in OPEN_KEYS:
+            self.edit = open_line(self.prompts.active.prompts)
+        elif key in (KEY_QUIT, KEY_ESC):
             self.quit = True
         elif key == KEY_PAUSE:
             self.view.paused = not self.view.paused
         elif key == KEY_HEAT:
             self.view.heatmap = not self.view.heatmap
         elif key in KEYS_UP or key in KEYS_DOWN:
-            step = THRESHOLD_STEP if key in KEYS_UP else -THRESHOLD_STEP
-            self.view.threshold = round(min(1.0, max(0.0, self.view.threshold + step)), 2)
-            self.worker.send(SetThreshold(self.view.threshold))
+            self._set_threshold(self.view.threshold
+                                + (THRESHOLD_STEP if key in KEYS_UP else -THRESHOLD_STEP))
         elif key == KEY_SNAP:
             self._snapshot()
+
+    def _edit_key(self, key: int) -> None:
+        """A key while the edit line is open: every key edits it (no hotkeys)."""
+        self.edit, submitted = press(self.edit, key)
+        if submitted is None:
+            return
+        try:
+            self.prompts.request(submitted)
+        except PromptError as exc:
+            self.edit = EditLine(self.edit.text, str(exc))
+            return
+        self.edit = None
 
     def _snapshot(self) -> None:
         import cv2
@@ -552,12 +613,15 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
             if reader is not None:
                 reader.close()
             return _interrupted(signals.received)
+        controls, web = Controls(PromptController(prompts), ViewControl()), None
         try:
             check_grid(reader, config)
+            web = _start_web(config, controls)     # up while the model loads
             # In a helper thread, so that Ctrl+C during a long load stops at once.
             detector = call_unless_stopped(lambda: detector_factory(prompts, config), stop)
             if stop.is_set():   # interrupted while the model loaded
                 reader.close()
+                _close_web(web)
                 return _interrupted(signals.received)
             check_frame_size = getattr(detector, "check_frame_size", None)
             if check_frame_size is not None:   # the memory budget, before the first frame
@@ -566,18 +630,42 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
                                    reader.width, reader.height)
         except INPUT_ERRORS as exc:
             reader.close()
+            _close_web(web)
             return _input_error(exc)
         except BaseException:
             reader.close()
+            _close_web(web)
             raise
         if display is None:
             display = NullDisplay() if config.app.headless else WindowDisplay(
                 fullscreen=config.app.fullscreen)
         summary = _run_pipeline(config, reader, detector, outputs, display, stop, signals,
                                 backoff or Backoff(max_s=config.app.reconnect_delay_max_s),
-                                on_frame)
+                                on_frame, controls, web)
     print(summary.line(), file=sys.stderr)
     return summary.exit_code
+
+
+@dataclass(frozen=True)
+class Controls:
+    """What front ends other than the keys may change while it runs (realtime.control)."""
+
+    prompts: PromptController
+    view: ViewControl
+
+
+def _start_web(config: Config, controls: Controls):
+    """The browser view's server on its own thread, or None (serve.address empty)."""
+    if not config.serve.address:
+        return None
+    from ..serve import start_web
+
+    return start_web(config.serve, controls.prompts, controls.view)
+
+
+def _close_web(web) -> None:
+    if web is not None:
+        _join(web, "web server")
 
 
 def _input_error(exc: Exception) -> int:
@@ -592,7 +680,7 @@ def _interrupted(received: str) -> int:
 
 def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, display,
                   stop: threading.Event, signals: SignalStop, backoff: Backoff,
-                  on_frame) -> Summary:
+                  on_frame, controls: Controls, web) -> Summary:
     app = config.app
     live = reader.live or app.realtime or (app.demo and not app.headless)
     if live:
@@ -605,14 +693,16 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
     capture = Capture(reader, sinks, stop, pace=live and not reader.live,
                       max_frames=app.max_frames, max_reconnects=app.max_reconnects,
                       backoff=backoff)
-    worker = Worker(detector, to_worker, results, stop)
+    worker = Worker(detector, to_worker, results, stop, controls.prompts)
     view = View(heatmap=app.heatmap, hud=app.hud, threshold=config.detector.threshold,
                 device=_device_name(detector))
     progress = None if live else _progress_bar(reader, app.max_frames)
     loop = RenderLoop(capture=capture, worker=worker, results=results, frames=to_render,
                       outputs=outputs, display=display, stop=stop, view=view,
-                      snapshot_dir=app.snapshot_dir, progress=progress)
+                      snapshot_dir=app.snapshot_dir, progress=progress,
+                      prompts=controls.prompts, view_control=controls.view)
     loop.on_frame = on_frame
+    loop.feed = web.feed if web is not None else None
     error = ""
     started = time.monotonic()
     with _logs_above(progress):
@@ -627,6 +717,7 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
             stop.set()
             _join(capture, "capture")
             _join(worker, "inference")
+            _close_web(web)
             closing_error = _close_outputs(outputs)
             display.close()
             if progress is not None:

@@ -42,6 +42,9 @@ class Overlay:
     heatmap: bool = False
     hud: str = ""                 # empty = no HUD line
     banner: str = ""              # e.g. "reconnecting..."; empty = none
+    prompts: str = ""             # the active prompts, a line under the HUD; empty = none
+    edit: str | None = None       # the prompt edit line's text; None = closed
+    edit_error: str = ""          # why the controller refused the edited prompts
 
 
 def label_colour(label_id: int) -> tuple[int, int, int]:
@@ -172,17 +175,47 @@ def hud_text(capture_fps: float, inference_fps: float, latency_ms: float | None,
     return text if threshold is None else f"{text} | thr {threshold:.2f}"
 
 
-def draw_hud(image: np.ndarray, text: str) -> None:
-    """One line on a dark strip at the top-left."""
+def draw_hud(image: np.ndarray, text: str, top: int = 0) -> int:
+    """One line on a dark strip at the left, from row `top`; the strip's bottom row."""
     width, above, below = text_size(text)
-    cv2.rectangle(image, (0, 0), (width + 10, above + below + 10), PANEL_BGR, -1)
-    put_text(image, text, (5, 5 + above))
+    bottom = top + above + below + 10
+    cv2.rectangle(image, (0, top), (width + 10, bottom), PANEL_BGR, -1)
+    put_text(image, text, (5, top + 5 + above))
+    return bottom
 
 
-def draw_ranking(image: np.ndarray, labels, scores, top: int = 5) -> None:
-    """The classify method's result: prompts ranked by score, under the HUD."""
+def fit_text(text: str, width_px: int, keep_end: bool = False) -> str:
+    """`text` shortened with "..." to fit in `width_px`: its start kept, or its end
+    (an edit line shows where one types)."""
+    def cut(n: int) -> str:
+        return "..." + text[n:] if keep_end else text[:len(text) - n] + "..."
+
+    if text_size(text)[0] <= width_px:
+        return text
+    lo, hi = 1, len(text)               # the fewest characters to cut
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if text_size(cut(mid))[0] <= width_px else (mid + 1, hi)
+    return cut(lo)
+
+
+def draw_edit_line(image: np.ndarray, text: str, error: str = "") -> None:
+    """The prompt edit line on a strip at the bottom, its error (if any) above it."""
+    height, width = image.shape[:2]
+    line = fit_text(f"prompts> {text}_", width - 10, keep_end=True)
+    _, above, below = text_size("Ag")
+    strip_h = above + below + 10
+    cv2.rectangle(image, (0, height - strip_h), (width, height), PANEL_BGR, -1)
+    put_text(image, line, (5, height - 5 - below))
+    if error:
+        top = height - 2 * strip_h
+        cv2.rectangle(image, (0, top), (width, top + strip_h), PANEL_BGR, -1)
+        put_text(image, fit_text(error, width - 10), (5, top + 5 + above), (0, 200, 255))
+
+
+def draw_ranking(image: np.ndarray, labels, scores, top: int = 5, y: int = 34) -> None:
+    """The classify method's result: prompts ranked by score, from row `y` (under the HUD)."""
     order = np.argsort(-np.asarray(scores))[:top]
-    y = 34
     for i in order:
         caption = f"{short_label(labels[int(i)])} {float(scores[int(i)]) * 100:.0f}%"
         draw_label(image, caption, 5, y, label_colour(int(i)))
@@ -204,12 +237,18 @@ def compose(image: np.ndarray, detections: Detections | None,
     out = image.copy()
     if detections is not None and overlay.heatmap:
         draw_heatmap(out, detections.score_maps)
+    hud_bottom = 0
     if overlay.hud:   # under the boxes: a label at the top edge matters more than the HUD
-        draw_hud(out, overlay.hud)
+        hud_bottom = draw_hud(out, overlay.hud)
+        if overlay.prompts:
+            hud_bottom = draw_hud(out, fit_text(overlay.prompts, out.shape[1] - 10), hud_bottom)
     if detections is not None:
         draw_detections(out, detections)
         if detections.frame_scores is not None:
-            draw_ranking(out, detections.labels, detections.frame_scores)
+            draw_ranking(out, detections.labels, detections.frame_scores,
+                         y=max(34, hud_bottom + 8))
     if overlay.banner:
         draw_banner(out, overlay.banner)
+    if overlay.edit is not None:
+        draw_edit_line(out, overlay.edit, overlay.edit_error)
     return out

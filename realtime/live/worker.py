@@ -3,8 +3,11 @@
 It takes frames from its inbox - the newest one (a :class:`LatestSlot`, live
 sources) or every one in order (a :class:`BoundedQueue`, files) - and puts a
 :class:`Result`, tagged with the frame it belongs to, into its outbox.
-Runtime changes (threshold, prompts) arrive on a small control queue and are
-applied between frames, so the detector is only ever touched by this thread.
+Runtime changes are applied between frames, so the detector is only ever
+touched by this thread: the threshold arrives on a small control queue, a new
+prompt set through the :class:`~realtime.control.PromptController` (the
+newest request wins; only prompts the detector has not seen are encoded).
+Each result carries the generation of the prompt set it was detected with.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 from ..buffers import Buffer
 
 from .capture import CaptureEnd, Frame
+from ..control import PromptController
 from ..detections import Detections
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ class Result:
     frame: Frame
     detections: Detections
     finished_at: float
+    generation: int = 0          # of the prompt set (see realtime.control.PromptSet)
 
     @property
     def latency_ms(self) -> float:
@@ -52,17 +57,15 @@ class SetThreshold:
     value: float
 
 
-@dataclass(frozen=True)
-class SetPrompts:
-    prompts: tuple[str, ...]
-
-
 class Worker:
     """The inference thread.  `detector` needs ``detect(image, index, timestamp_s)``,
-    ``set_threshold`` and ``set_prompts``."""
+    ``set_threshold`` and ``set_prompts``; `prompts` (optional) is where prompt
+    changes come from."""
 
-    def __init__(self, detector, inbox: Buffer, outbox: Buffer, stop: threading.Event) -> None:
+    def __init__(self, detector, inbox: Buffer, outbox: Buffer, stop: threading.Event,
+                 prompts: PromptController | None = None) -> None:
         self.detector, self.inbox, self.outbox, self.stop = detector, inbox, outbox, stop
+        self.prompts = prompts
         self.control: queue.Queue = queue.Queue(maxsize=16)
         self.failed_frames = 0
         self.last_error = ""        # one line: why the last failed frame failed
@@ -76,7 +79,7 @@ class Worker:
         self._thread.join(timeout_s)
         return not self._thread.is_alive()
 
-    def send(self, message: SetThreshold | SetPrompts) -> bool:
+    def send(self, message: SetThreshold) -> bool:
         """Queue a runtime change; False (dropped) if the worker is far behind on them."""
         try:
             self.control.put_nowait(message)
@@ -123,9 +126,11 @@ class Worker:
             log.warning("frame %d skipped: inference failed (%s)", frame.index, error)
             log.debug("inference failure", exc_info=True)
             return None, error
-        return Result(frame, detections, time.monotonic()), ""
+        generation = self.prompts.active.generation if self.prompts is not None else 0
+        return Result(frame, detections, time.monotonic(), generation), ""
 
     def _apply_controls(self) -> None:
+        self._apply_prompts()
         while True:
             try:
                 message = self.control.get_nowait()
@@ -139,6 +144,18 @@ class Worker:
     def _apply(self, message: Any) -> None:
         if isinstance(message, SetThreshold):
             self.detector.set_threshold(message.value)
-        elif isinstance(message, SetPrompts):
-            self.detector.set_prompts(message.prompts)
+
+    def _apply_prompts(self) -> None:
+        """Swap in the newest requested prompt set, if any; a failure keeps the old one."""
+        pending = self.prompts.take() if self.prompts is not None else None
+        if pending is None:
+            return
+        try:
+            warnings = self.detector.set_prompts(pending.prompts) or ()
+        except Exception as exc:  # e.g. the text encoder ran out of memory
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+            log.warning("could not change the prompts: %s", message)
+            self.prompts.failed(pending, message)
+            return
+        self.prompts.applied(pending, warnings)
 

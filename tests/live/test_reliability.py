@@ -180,7 +180,7 @@ def test_truncated_mp4_without_an_index_is_an_input_error(tmp_path, capsys):
 
 def test_prompts_merged_truncated_with_a_warning_and_non_ascii_end_to_end(tmp_path, caplog,
                                                                           tiny_model_dir):
-    long_prompt = " ".join(["red"] * 80)               # the tiny model reads 32 tokens
+    long_prompt = " ".join(["red"] * 50)     # 199 characters; the tiny model reads 32 tokens
     prompts = ["a red circle", " a red circle ", "κόκκινος κύκλος", "红色的圆", long_prompt]
     config = config_from_dict({
         "model": {"name": str(tiny_model_dir), "device": "cpu"},

@@ -123,3 +123,68 @@ def test_a_live_x_server_passes_the_display_check(xvfb, monkeypatch):
     monkeypatch.setenv("DISPLAY", xvfb[0])
     assert app.x11_display_answers() is True and app.x11_screen_size() == SCREEN
     app.check_display(app_config(headless=False))
+
+
+EDIT_CHILD = """
+import sys
+sys.path[:0] = [{root!r}, {tests!r}]
+from conftest import FakeFactory, app_config
+from realtime.live import app
+config = app_config(source={video!r}, headless=False, realtime=True, detections={dets!r})
+sys.exit(app.run(config, detector_factory=FakeFactory()))
+"""
+
+
+def xdotool(display: str, *args: str) -> str:
+    done = subprocess.run(["xdotool", *args], env=dict(os.environ, DISPLAY=display),
+                          capture_output=True, text=True, timeout=30)
+    return done.stdout.strip()
+
+
+def prompt_changes(path) -> list[list[str]]:
+    import json
+
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line)["prompts"] for line in lines[:-1] if '"prompts"' in line]
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None and not os.environ.get(
+    "REALTIME_REQUIRE_XVFB"), reason="xdotool is not installed (apt-get install -y xdotool)")
+def test_keys_typed_into_the_window_change_the_prompts(tmp_path, xvfb):
+    display, _ = xvfb
+    video = tmp_path / "flat.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, FRAME)
+    for _ in range(600):                                 # 60 s at 10 fps
+        writer.write(np.full((FRAME[1], FRAME[0], 3), BACKGROUND, np.uint8))
+    writer.release()
+    dets = tmp_path / "d.jsonl"
+    script = tmp_path / "edit_app.py"
+    script.write_text(EDIT_CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"),
+                                        video=str(video), dets=str(dets)))
+    env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb")
+    child = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline, window = time.monotonic() + 60, ""
+        while not window and time.monotonic() < deadline and child.poll() is None:
+            window = xdotool(display, "search", "--name", "realtime detector").split("\n")[0]
+            time.sleep(0.2)
+        assert window, "the window did not appear"
+        xdotool(display, "key", "--window", window, "--delay", "60", "p",
+                *["BackSpace"] * len("a red circle"))
+        xdotool(display, "type", "--window", window, "--delay", "60", "a dog: ")
+        xdotool(display, "key", "--window", window, "--delay", "60", "eacute", "Return")
+        while time.monotonic() < deadline and child.poll() is None and \
+                ["a dog: é"] not in prompt_changes(dets):
+            time.sleep(0.2)
+        changes = prompt_changes(dets)
+        assert child.poll() is None, child.communicate()[1]   # Esc/q were not seen as quit
+        child.send_signal(signal.SIGTERM)
+        _, err = child.communicate(timeout=15)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert changes[:2] == [["a red circle"], ["a dog: é"]], (changes, err)
+    assert child.returncode == 143, err

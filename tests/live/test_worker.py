@@ -12,7 +12,8 @@ import pytest
 from conftest import FakeDetector
 from realtime.buffers import BoundedQueue, LatestSlot
 from realtime.live.capture import CaptureEnd, Frame
-from realtime.live.worker import Result, SetPrompts, SetThreshold, Worker, WorkerError
+from realtime.control import PromptController
+from realtime.live.worker import Result, SetThreshold, Worker, WorkerError
 
 
 def frame(i: int) -> Frame:
@@ -71,17 +72,39 @@ def test_latest_slot_inbox_means_inference_skips_to_the_newest_frame():
 def test_threshold_and_prompt_changes_apply_between_frames():
     detector, inbox = FakeDetector(), BoundedQueue(4)
     outbox, stop = BoundedQueue(4), threading.Event()
-    worker = Worker(detector, inbox, outbox, stop).start()
+    prompts = PromptController(detector.labels)
+    worker = Worker(detector, inbox, outbox, stop, prompts).start()
     inbox.put(frame(0), stop)
     first = outbox.get(timeout_s=5.0)
-    assert worker.send(SetThreshold(0.8)) and worker.send(SetPrompts(("a cat", "a dog")))
+    assert worker.send(SetThreshold(0.8))
+    prompts.request(["a bird"])
+    generation = prompts.request(["a cat", "a dog"])       # the newest request wins
     inbox.put(frame(1), stop)
     second = outbox.get(timeout_s=5.0)
     stop.set()
     assert worker.join(2.0)
     assert detector.thresholds == [0.5, 0.8] and detector.config.threshold == 0.8
-    assert first.detections.labels == ("a red circle",)
-    assert second.detections.labels == ("a cat", "a dog")
+    assert (first.detections.labels, first.generation) == (("a red circle",), 0)
+    assert (second.detections.labels, second.generation) == (("a cat", "a dog"), generation)
+    assert prompts.active.prompts == ("a cat", "a dog") and prompts.pending is None
+
+
+def test_a_prompt_set_the_detector_refuses_keeps_the_old_one_and_is_reported():
+    class Refusing(FakeDetector):
+        def set_prompts(self, prompts):
+            raise RuntimeError("text encoder out of memory")
+
+    detector, inbox = Refusing(), BoundedQueue(4)
+    outbox, stop = BoundedQueue(4), threading.Event()
+    prompts = PromptController(detector.labels)
+    worker = Worker(detector, inbox, outbox, stop, prompts).start()
+    generation = prompts.request(["a cat"])
+    inbox.put(frame(0), stop)
+    result = outbox.get(timeout_s=5.0)
+    stop.set()
+    assert worker.join(2.0)
+    assert result.detections.labels == ("a red circle",) and result.generation == 0
+    assert prompts.last_failure == (generation, "RuntimeError: text encoder out of memory")
 
 
 def test_a_bad_runtime_change_is_ignored_and_inference_goes_on():
@@ -131,3 +154,24 @@ def test_threshold_change_reaches_the_real_detector(tiny_model_dir):
     assert worker.join(5.0)
     assert isinstance(result, Result) and result.detections.labels == ("a red circle",)
     assert detector.config.threshold == 0.9 and detector.config.method == "dense"
+
+
+def test_prompt_changes_encode_only_unseen_prompts_on_the_real_detector(tiny_model_dir):
+    from realtime import Detector, DetectorConfig, ModelConfig, load_model
+
+    model = load_model(ModelConfig(name=str(tiny_model_dir), device="cpu"))
+    detector = Detector(["a red circle"], DetectorConfig(method="dense"), model)
+    inbox, outbox, stop = BoundedQueue(2), BoundedQueue(2), threading.Event()
+    prompts = PromptController(detector.labels)
+    worker = Worker(detector, inbox, outbox, stop, prompts).start()
+    calls, before = [], model.text_calls
+    for i, texts in enumerate([["a red circle", "a cat: 🐈"], ["a red circle"],
+                               ["a cat: 🐈", "a red circle"]]):
+        generation = prompts.request(texts)
+        inbox.put(frame(i), stop)
+        result = outbox.get(timeout_s=30.0)
+        assert result.generation == generation and result.detections.labels == tuple(texts)
+        calls.append(model.text_calls)
+    stop.set()
+    assert worker.join(5.0)
+    assert calls == [before + 1] * 3          # one encoding, for the one new prompt
