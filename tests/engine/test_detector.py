@@ -175,7 +175,7 @@ def test_a_single_string_is_one_prompt_not_one_per_character():
     assert detector.labels == ("a white blob",)
     detector.set_prompts("abc")
     assert detector.labels == ("abc",)
-    with pytest.raises(PromptError, match="must be a string"):
+    with pytest.raises(PromptError, match="must be a text"):
         detector.set_prompts(["a cat", 3])
 
 
