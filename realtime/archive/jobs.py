@@ -225,7 +225,7 @@ class InProcess:
 
 
 def search_job(config: Config, index_dir: str, prompts: Sequence[str], json_path: str = "",
-               report_path: str = "", out=sys.stdout) -> int:
+               report_path: str = "") -> int:
     """Everything `main.py search` does once its arguments are parsed; the exit code."""
     from .search import search
 
@@ -246,7 +246,7 @@ def search_job(config: Config, index_dir: str, prompts: Sequence[str], json_path
     started = time.perf_counter()
     results = search(table, detector, prompts, config.archive, index)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
-    print_table(results, out)
+    print_table(results, sys.stdout)
     if json_path:
         write_json(results, Path(json_path))
     if report_path:
