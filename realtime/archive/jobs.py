@@ -25,8 +25,8 @@ from ..live.outputs import OutputError, check_output_path
 from ..live.source import SourceError
 from . import MissingExtra
 from .plan import Chunk, PlanError, expand_sources, plan
-from .store import (IndexStoreError, Manifest, check_layout, chunks_to_do, index_layout,
-                    remove_temporaries)
+from .store import (IndexStoreError, Manifest, check_layout, check_pyarrow, chunks_to_do,
+                    index_layout, remove_temporaries)
 
 EXIT_OK, EXIT_FAILURE, EXIT_INPUT, EXIT_PARTIAL, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 3, 130, 143
 EXIT_CODES_HELP = ("Exit codes: 0 done, 1 runtime failure, 2 input error, 3 some chunks failed "
@@ -110,6 +110,7 @@ class IndexJob:
     def prepare(cls, config: Config, sources: Sequence[str], out: Path, resume: bool,
                 stop: threading.Event) -> "IndexJob":
         archive = config.archive
+        check_pyarrow()
         paths = expand_sources(sources)
         manifest = _open_index(out, resume, archive)
         chunks = plan(paths, archive.sample_fps, archive.chunk_s)
@@ -232,6 +233,7 @@ def search_job(config: Config, index_dir: str, prompts: Sequence[str], json_path
     index = Path(index_dir)
     try:
         prompts = clean_prompts(prompts)
+        check_pyarrow()
         for path, flag in ((json_path, "--json"), (report_path, "--report")):
             if path:
                 check_output_path(path, flag)

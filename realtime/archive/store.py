@@ -46,6 +46,12 @@ class IndexStoreError(ValueError):
     """The index directory is not a usable index for this job (an input error)."""
 
 
+def check_pyarrow():
+    """pyarrow, or MissingExtra with the line that says what to install (checked before
+    any work starts, not at the first write)."""
+    return _pyarrow()
+
+
 def _pyarrow():
     pa = require("pyarrow", "the archive index")
     require("pyarrow.parquet", "the archive index")
