@@ -146,6 +146,10 @@ class IndexJob:
         finally:
             self.elapsed_s = time.perf_counter() - started
             bar.close()
+        if self.ok and not self.stop.is_set():
+            from .store import load_frames
+
+            load_frames(self.manifest.index_dir, self.manifest.ok_rows())   # searches' cache
 
     def summary(self) -> str:
         stored = sum(r["frames"] for r in self.ok)

@@ -10,6 +10,8 @@ INDEX_DIR/
                                  vision pass returned (array_windows, array_fine,
                                  ...), fp16, in small row groups; read only for
                                  the few frames a search draws boxes on
+  cache/<key>/                   the frames files' embeddings as one float32
+                                 .npy matrix, for searches (derived, disposable)
 
 Every file is written under a temporary name and renamed when complete, the
 manifest row last, so an interrupted job never leaves a half file that looks
@@ -23,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,8 @@ FRAMES_SUFFIX = ".frames.parquet"
 ARRAYS_SUFFIX = ".arrays.parquet"
 ARRAY_PREFIX = "array_"
 FORMAT_VERSION = 1
+CACHE_DIR = "cache"       # derived from the frames files; safe to delete
+CACHE_COLUMNS = ("video_ids", "frames", "times", "chunk_ids", "positions")
 ARRAYS_ROW_GROUP = 8     # frames per row group of an arrays file: a box reads one group
 
 
@@ -306,12 +311,64 @@ class FrameTable:
 
 
 def load_frames(index_dir: Path, rows: list[dict]) -> FrameTable:
-    """One float32 matrix of every whole-frame embedding, plus where each came from."""
+    """One float32 matrix of every whole-frame embedding, plus where each came from.
+
+    Read from the frames files once, then kept in INDEX_DIR/cache/<key>/ as .npy
+    files (memory-mapped by later searches, no parsing or fp16 conversion); the key
+    changes with any chunk file, so a stale cache is never read.
+    """
+    rows = sorted(rows, key=row_key)
+    key = _cache_key(index_dir, rows)
+    cached = index_dir / CACHE_DIR / key
+    try:
+        return _read_cache(cached, rows)
+    except (OSError, ValueError, KeyError):
+        pass
+    table = _read_frames_files(index_dir, rows)
+    _write_cache(index_dir, key, table)
+    return table
+
+
+def _cache_key(index_dir: Path, rows: list[dict]) -> str:
+    parts = []
+    for row in rows:
+        stat = (index_dir / row["files"][0]).stat()
+        parts.append([row["files"][0], stat.st_size, stat.st_mtime_ns])
+    return hashlib.sha1(json.dumps(parts).encode("utf-8")).hexdigest()[:20]
+
+
+def _read_cache(cached: Path, rows: list[dict]) -> FrameTable:
+    embeddings = np.load(cached / "embeddings.npy", mmap_mode="r")
+    with np.load(cached / "meta.npz") as meta:
+        columns = [meta[name] for name in CACHE_COLUMNS]
+    return FrameTable(embeddings, *columns, videos=_videos(rows), rows=tuple(rows))
+
+
+def _write_cache(index_dir: Path, key: str, table: FrameTable) -> None:
+    """Best effort (a read-only index is searched without a cache)."""
+    cache = index_dir / CACHE_DIR
+    tmp = cache / f"{key}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        np.save(tmp / "embeddings.npy", np.ascontiguousarray(table.embeddings))
+        np.savez(tmp / "meta.npz", **{name: getattr(table, name) for name in CACHE_COLUMNS})
+        for stale in cache.iterdir():
+            if stale != tmp:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp.rename(cache / key)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _videos(rows: list[dict]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(r["path"] for r in rows))
+
+
+def _read_frames_files(index_dir: Path, rows: list[dict]) -> FrameTable:
     _pyarrow()
     import pyarrow.parquet as pq
 
-    rows = sorted(rows, key=row_key)
-    videos = tuple(dict.fromkeys(r["path"] for r in rows))
+    videos = _videos(rows)
     video_of = {v: i for i, v in enumerate(videos)}
     parts, meta = [], []
     for chunk_id, row in enumerate(rows):

@@ -113,3 +113,19 @@ def test_temporaries_of_an_interrupted_job_are_removed(tmp_path):
     stray = tmp_path / "chunks" / "a.frames.parquet.tmp-1-abc"
     stray.write_bytes(b"half")
     assert store.remove_temporaries(tmp_path) == 1 and not stray.exists()
+
+
+def test_searches_read_a_cache_of_the_embeddings_that_follows_the_chunk_files(tmp_path):
+    c = chunk()
+    row = ok_row(c, write_chunk(tmp_path, chunk_base(c), c.path, frames(), {}))
+    first = load_frames(tmp_path, [row])
+    (entry,) = (tmp_path / "cache").iterdir()
+    again = load_frames(tmp_path, [row])
+    assert isinstance(again.embeddings, np.memmap)          # read from the cache
+    np.testing.assert_array_equal(again.embeddings, first.embeddings)
+    np.testing.assert_array_equal(again.times, first.times)
+    row = ok_row(c, write_chunk(tmp_path, chunk_base(c), c.path, frames(seed=1), {}))
+    changed = load_frames(tmp_path, [row])                  # the chunk was written again
+    assert not isinstance(changed.embeddings, np.memmap)
+    assert not np.array_equal(changed.embeddings, first.embeddings)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] != [entry.name]
