@@ -80,8 +80,13 @@ def bench_index(args) -> dict:
     from realtime.archive.jobs import with_model_id
 
     base = with_model_id(base)
-    rows = {"in-process": time_index(base, video, out / "index-local")}
-    print("in-process", rows["in-process"], file=sys.stderr)
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    name = f"in-process, {torch.get_num_threads()} torch threads"
+    rows = {name: time_index(base, video, out / "index-local")}
+    print(name, rows[name], file=sys.stderr)
     import ray
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
@@ -201,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")],
                         default=[1, 2])
     parser.add_argument("--worker-cpus", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads of the in-process run (default: torch's)")
     parser.add_argument("--frames", type=lambda s: [int(v) for v in s.split(",")],
                         default=[10000, 100000])
     parser.add_argument("--repeats", type=int, default=3)
