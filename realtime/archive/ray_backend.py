@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -37,14 +38,22 @@ WAIT_S = 0.5             # how often the driver looks at the stop flag while chu
 
 
 def init_ray(ray, address: str) -> None:
-    """Start or join Ray, quietly (no dashboard, no worker logs on the driver)."""
+    """Start or join Ray, quietly (no dashboard, no worker logs on the driver).
+
+    ray.init replaces the driver's SIGTERM handler with sys.exit; the job's own
+    (stop after the chunk in hand, exit 143) is put back.
+    """
     quiet = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
     if address == "local":
         import torch
 
         ray.init(num_cpus=os.cpu_count() or 1, num_gpus=torch.cuda.device_count(), **quiet)
     else:
         ray.init(address=address, **quiet)
+    if main_thread and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class IndexActor:

@@ -391,7 +391,8 @@ def _read_frames_files(index_dir: Path, rows: list[dict]) -> FrameTable:
     return FrameTable(embeddings, *columns, videos=videos, rows=tuple(rows))
 
 
-def load_arrays(index_dir: Path, row: dict, position: int) -> tuple[int, int, dict[str, np.ndarray]]:
+def load_arrays(index_dir: Path, row: dict,
+                position: int) -> tuple[int, int, dict[str, np.ndarray]]:
     """(frame_w, frame_h, {name: (N, D) fp16}) of one stored frame: one row group read."""
     _pyarrow()
     import pyarrow.parquet as pq

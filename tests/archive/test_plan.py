@@ -64,7 +64,8 @@ def test_an_image_is_one_chunk_and_a_corrupt_file_one_chunk_that_will_fail(tmp_p
 def test_sampling_is_the_files_not_the_chunks(fps, sample_fps):
     sampler = Sampler(fps, sample_fps)
     whole = sampler.frames(0, 900)
-    per_chunk = [f for start in range(0, 900, 97) for f in sampler.frames(start, min(start + 97, 900))]
+    per_chunk = [f for start in range(0, 900, 97)
+                 for f in sampler.frames(start, min(start + 97, 900))]
     assert per_chunk == whole
     times = np.array(whole) / fps
     if sample_fps < fps:   # the first frame at or after each multiple of the period

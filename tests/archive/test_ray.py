@@ -1,5 +1,5 @@
 """The Ray path on ray.init(num_cpus=2): the same index as in-process, failing chunks
-retried then recorded, dead workers replaced (one Ray session for the whole module)."""
+retried then recorded, dead workers replaced (one Ray session for all of them)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ray_session():
+    """One Ray for every Ray test; the commands use it, as any process where Ray is
+    already initialised (they neither start nor stop it)."""
     if not ray.is_initialized():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  logging_level=logging.ERROR)
