@@ -228,19 +228,26 @@ def archive_main(argv: list[str]) -> int:
     except (ConfigError, PromptError, jobs.IndexStoreError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if command == "index":
+        return _guarded(lambda: jobs.index_job(config, args.source, args.out, args.resume), debug)
+    return _guarded(lambda: jobs.search_job(config, args.index, prompts, args.json, args.report),
+                    debug)
+
+
+def _guarded(run, debug: bool) -> int:
+    """A command's exit code; Ctrl+C before its own handlers, and an unexpected error,
+    as one line (130 and 1)."""
     try:
-        if command == "index":
-            return jobs.index_job(config, args.source, args.out, args.resume)
-        return jobs.search_job(config, args.index, prompts, args.json, args.report)
-    except KeyboardInterrupt:
+        return run()
+    except KeyboardInterrupt:   # only before the handlers are installed
         print("stopped by SIGINT", file=sys.stderr)
-        return jobs.EXIT_SIGINT
+        return 130
     except Exception as exc:
         if debug:
             raise
         print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
               "(set REALTIME_DEBUG=1 for the traceback)", file=sys.stderr)
-        return jobs.EXIT_FAILURE
+        return 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -256,17 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from realtime.live import app
 
-    try:
-        return app.run(config)
-    except KeyboardInterrupt:   # only before the handlers are installed
-        print("stopped by SIGINT", file=sys.stderr)
-        return app.EXIT_SIGINT
-    except Exception as exc:
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(set REALTIME_DEBUG=1 for the traceback)", file=sys.stderr)
-        return app.EXIT_FAILURE
+    return _guarded(lambda: app.run(config), debug)
 
 
 if __name__ == "__main__":
