@@ -113,7 +113,11 @@ class IndexJob:
         check_pyarrow()
         paths = expand_sources(sources)
         manifest = _open_index(out, resume, archive)
-        chunks = plan(paths, archive.sample_fps, archive.chunk_s)
+        from tqdm import tqdm
+
+        probing = tqdm(paths, desc="probing", unit="file", file=sys.stderr, leave=False,
+                       disable=len(paths) < 20)   # thousands of files take a while
+        chunks = plan(probing, archive.sample_fps, archive.chunk_s)
         backend = make_backend(config, out, stop)
         try:
             check_layout(index_layout(manifest.rows.values(), out), backend.layout(), out,
