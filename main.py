@@ -5,11 +5,14 @@
     python main.py --source video.mp4 --prompt "a person" --headless \\
         --output annotated.mp4 --detections detections.jsonl
     python main.py --demo
+    python main.py index --source "recordings/*.mp4" --out index/
+    python main.py search --index index/ --prompt "a red mug" --report report.html
 
 Settings come from the defaults, then a --config YAML file, then the flags
 (each later one wins).  The help of each flag is the help of the
 configuration key it sets, so the two never disagree.  Exit codes: see
-realtime/app.py (0 done, 1 runtime failure, 2 input error, 130/143 signals).
+realtime/app.py (0 done, 1 runtime failure, 2 input error, 130/143 signals);
+index and search: realtime/archive/jobs.py (and 3: some chunks failed).
 """
 
 from __future__ import annotations
@@ -72,6 +75,25 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--serve-max-fps", "serve", "max_fps", {"type": float, "metavar": "FPS"}),
 )
 
+# The archive commands (docs/archive.md): the model and detector flags of the
+# detector, plus their own.
+ARCHIVE_COMMANDS = ("index", "search")
+ENGINE_FLAGS = tuple(row for row in FLAGS if row[1] in ("model", "detector")
+                     and row[2] != "verify")   # stored frames have no pixels to verify on
+INDEX_FLAGS = (
+    ("--sample-fps", "archive", "sample_fps", {"type": float, "metavar": "FPS"}),
+    ("--chunk-s", "archive", "chunk_s", {"type": float, "metavar": "S"}),
+    ("--max-attempts", "archive", "max_attempts", {"type": int, "metavar": "N"}),
+    ("--ray", "archive", "ray", {"metavar": "local|auto|ADDRESS"}),
+    ("--workers", "archive", "workers", {"type": int, "metavar": "N"}),
+    ("--worker-cpus", "archive", "worker_cpus", {"type": int, "metavar": "N"}),
+)
+SEARCH_FLAGS = (
+    ("--top", "archive", "top", {"type": int, "metavar": "N"}),
+    ("--max-gap-s", "archive", "max_gap_s", {"type": float, "metavar": "S"}),
+    ("--confirm", "archive", "confirm", {"action": argparse.BooleanOptionalAction}),
+)
+
 KEYS_HELP = ("keys in the window: q/Esc quit, space pause, h heat map, +/- threshold, "
              "s snapshot, p/Tab edit the prompts (comma-separated; Enter applies, Esc cancels)")
 
@@ -122,24 +144,34 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default: none; --demo: the scene's captions)")
     parser.add_argument("--prompts-file", metavar="FILE",
                         help=f"{field_help('app', 'prompts_file')} (default: none)")
-    for flag, section, key, options in FLAGS:
+    _add_flags(parser, FLAGS)
+    return parser
+
+
+def _add_flags(parser: argparse.ArgumentParser, rows) -> None:
+    """One flag per configuration key, its help the key's help and default."""
+    for flag, section, key, options in rows:
         options = dict(options)
         if key in ("tile_px", "dense_input_px", "memory_budget_mb"):
             options["type"] = _px_or_auto
         help_text = f"{field_help(section, key)} ({_default_text(section, key)})"
         parser.add_argument(flag, dest=f"{section}.{key}", default=None, help=help_text,
                             **options)
-    return parser
+
+
+def _flag_overrides(args: argparse.Namespace, rows) -> dict[str, dict]:
+    overrides: dict[str, dict] = {section: {} for section in SECTIONS}
+    for _, section, key, _ in rows:
+        value = getattr(args, f"{section}.{key}")
+        if value is not None:
+            overrides[section][key] = value
+    return overrides
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Defaults, then --config, then the flags given; ConfigError names a bad key."""
     config = load_config(args.config) if args.config else Config()
-    overrides: dict[str, dict] = {name: {} for name in SECTIONS}
-    for _, section, key, _ in FLAGS:
-        value = getattr(args, f"{section}.{key}")
-        if value is not None:
-            overrides[section][key] = value
+    overrides = _flag_overrides(args, FLAGS)
     if args.prompt is not None or args.prompts_file is not None:
         # Prompts on the command line replace those of the config file.
         overrides["app"]["prompts"] = list(args.prompt or [])
@@ -154,7 +186,98 @@ def _setup_logging() -> bool:
     return debug
 
 
+def build_archive_parser(command: str) -> argparse.ArgumentParser:
+    """`main.py index` or `main.py search` (docs/archive.md)."""
+    from realtime.archive.jobs import EXIT_CODES_HELP
+
+    if command == "index":
+        parser = OneLineParser(
+            prog="main.py index", description="Index recorded video once: decode each file, "
+            "sample frames, store the CLIP embeddings the detector needs to answer any text "
+            "later (INDEX_DIR/manifest.jsonl and Parquet files; docs/archive.md).",
+            epilog=f"{EXIT_CODES_HELP} Interrupted: what was written is kept; run again "
+                   "with --resume.")
+        parser.add_argument("--source", nargs="+", action="extend", required=True,
+                            metavar="PATH_OR_GLOB", help="video or image files, folders "
+                            "(searched recursively) or glob patterns; repeatable")
+        parser.add_argument("--out", required=True, metavar="INDEX_DIR",
+                            help="folder of the index (created; must not hold an index "
+                                 "unless --resume)")
+        parser.add_argument("--resume", action="store_true", help="continue an index: skip "
+                            "complete chunks, redo failed or missing ones, re-index files "
+                            "whose size or mtime changed (default: off)")
+        rows = INDEX_FLAGS + ENGINE_FLAGS
+    else:
+        parser = OneLineParser(
+            prog="main.py search", description="Ask an index when and where a text appears: "
+            "every stored frame scored, runs of matching frames as segments, the detector's "
+            "box at each segment's best frame.  Model and layout default to the index's.",
+            epilog=EXIT_CODES_HELP)
+        parser.add_argument("--index", required=True, metavar="INDEX_DIR",
+                            help="a folder written by main.py index")
+        parser.add_argument("--prompt", action="append", metavar="TEXT",
+                            help="text to search for; repeat for several (each is its own "
+                                 "question)")
+        parser.add_argument("--prompts-file", metavar="FILE",
+                            help=f"{field_help('app', 'prompts_file')} (default: none)")
+        parser.add_argument("--json", metavar="HITS.jsonl", default="",
+                            help="write one segment a line (default: none)")
+        parser.add_argument("--report", metavar="REPORT.html", default="",
+                            help="write a self-contained HTML page with timelines and "
+                                 "thumbnails (default: none)")
+        rows = SEARCH_FLAGS + ENGINE_FLAGS
+    parser.add_argument("--config", metavar="FILE.yaml",
+                        help="YAML preset (see configs/); flags override it (default: none)")
+    _add_flags(parser, rows)
+    parser.set_defaults(rows=rows)
+    return parser
+
+
+def archive_main(argv: list[str]) -> int:
+    command = argv[0]
+    args = build_archive_parser(command).parse_args(argv[1:])
+    debug = _setup_logging()
+    from realtime.archive import jobs
+    from realtime.engine.prompts import PromptError, read_prompts_file
+
+    try:
+        existing = args.index if command == "search" else args.out if args.resume else ""
+        # An index's own model and layout first: a search needs no flag to match them.
+        config = config_from_dict(jobs.index_settings(existing)) if existing else Config()
+        config = load_config(args.config, config) if args.config else config
+        config = config_from_dict(_flag_overrides(args, args.rows), config)
+        if command == "search":
+            prompts = list(args.prompt or [])
+            prompts += list(read_prompts_file(args.prompts_file)) if args.prompts_file else []
+    except (ConfigError, PromptError, jobs.IndexStoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if command == "index":
+        return _guarded(lambda: jobs.index_job(config, args.source, args.out, args.resume), debug)
+    return _guarded(lambda: jobs.search_job(config, args.index, prompts, args.json, args.report),
+                    debug)
+
+
+def _guarded(run, debug: bool) -> int:
+    """A command's exit code; Ctrl+C before its own handlers, and an unexpected error,
+    as one line (130 and 1)."""
+    try:
+        return run()
+    except KeyboardInterrupt:   # only before the handlers are installed
+        print("stopped by SIGINT", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(set REALTIME_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] and argv[0] in ARCHIVE_COMMANDS:
+        return archive_main(argv)
     args = build_parser().parse_args(argv)
     debug = _setup_logging()
     try:
@@ -164,17 +287,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from realtime.live import app
 
-    try:
-        return app.run(config, also_reads=[("--config", args.config)] if args.config else [])
-    except KeyboardInterrupt:   # only before the handlers are installed
-        print("stopped by SIGINT", file=sys.stderr)
-        return app.EXIT_SIGINT
-    except Exception as exc:
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              "(set REALTIME_DEBUG=1 for the traceback)", file=sys.stderr)
-        return app.EXIT_FAILURE
+    return _guarded(lambda: app.run(config, also_reads=[("--config", args.config)]
+                                    if args.config else []), debug)
 
 
 if __name__ == "__main__":

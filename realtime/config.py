@@ -1,7 +1,8 @@
 """Configuration: frozen dataclasses, validated in one place.
 
 Every knob of the product lives in one of four sections - ``model``,
-``detector``, ``app`` and ``serve`` (the browser view) - each a frozen dataclass.  Each field carries its
+``detector``, ``app``, ``serve`` (the browser view) and ``archive`` (the index
+and search commands) - each a frozen dataclass.  Each field carries its
 help text and its allowed values in ``metadata``; ``_validate`` reads them, so
 a bad value from a YAML file, from the command line or from Python code fails
 the same way: one :class:`ConfigError` line that names the key and says what
@@ -239,15 +240,41 @@ class ServeConfig:
 
 
 @dataclass(frozen=True)
+class ArchiveConfig:
+    """`main.py index` and `main.py search` (see docs/archive.md)."""
+
+    sample_fps: float = _opt(2.0, "frames indexed per second of video (every frame when the "
+                             "video has fewer)", lo=0.001, hi=1000.0)
+    chunk_s: float = _opt(600.0, "seconds of video per unit of work (one Parquet file, one "
+                          "manifest row, one retry)", lo=1.0)
+    max_attempts: int = _opt(3, "tries per chunk before it is recorded as an error", lo=1,
+                             hi=100)
+    ray: str = _opt("", "empty = in this process; local = start a Ray on this machine; auto "
+                    "or ADDRESS = join a Ray cluster")
+    workers: int = _opt(0, "Ray: model-holding actors; 0 = one per GPU, or one per "
+                        "worker_cpus CPUs on a CPU cluster", lo=0)
+    worker_cpus: int = _opt(1, "Ray: CPUs (torch threads) per actor on a CPU cluster", lo=1)
+    top: int = _opt(20, "segments kept per prompt, best first; 0 = all", lo=0)
+    max_gap_s: float = _opt(0.0, "matching samples at most this far apart form one segment; "
+                            "0 = consecutive samples only", lo=0.0)
+    confirm: bool = _opt(True, "keep a segment only when the detector finds its prompt at the "
+                         "segment's best frame (methods with boxes)")
+
+    def __post_init__(self) -> None:
+        _validate(self, "archive")
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     app: AppConfig = field(default_factory=AppConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
 
 SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig, "app": AppConfig,
-                             "serve": ServeConfig}
+                             "serve": ServeConfig, "archive": ArchiveConfig}
 
 
 def _validate(obj: Any, section: str) -> None:

@@ -338,6 +338,15 @@ class VideoReader(Reader):
         self._last_index = index
         return index
 
+    def seek(self, index: int) -> None:
+        """Read on from frame `index` (the archive indexer decodes one time chunk of a
+        file): the next read() returns it, or the first readable frame after it."""
+        if index <= 0 and self._first is not None and self._first.index == 0:
+            return
+        self._first = None
+        self._cap.set(cv2.CAP_PROP_POS_FRAMES, max(0, index))
+        self._last_index = max(0, index) - 1
+
     def close(self) -> None:
         if self._cap is not None:
             self._cap.release()

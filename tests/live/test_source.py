@@ -101,3 +101,20 @@ def test_demo_source_is_the_deterministic_shapes_scene():
     assert all(np.array_equal(x.image, y.image) for x, y in zip(a, b))
     assert not np.array_equal(a[0].image, a[2].image)   # the shapes move
     assert not first.live   # pacing is the app's choice (window: paced; headless: every frame)
+
+
+def test_a_video_reader_seeks_to_a_frame_exactly(tmp_path):
+    # The archive indexer decodes one time chunk of a file: it seeks to the chunk's start.
+    video = write_video(tmp_path / "seek.mp4", 40, fps=10.0)
+    reader = open_reader(parse_source(str(video)))
+    frames = {}
+    while (grabbed := reader.read()) is not None:
+        frames[grabbed.index] = grabbed.image
+    reader.close()
+    for start in (0, 13, 27, 39):
+        reader = open_reader(parse_source(str(video)))
+        reader.seek(start)
+        first, second = reader.read(), reader.read()
+        reader.close()
+        assert first.index == start and (first.image == frames[start]).all()
+        assert second is None if start == 39 else second.index == start + 1
