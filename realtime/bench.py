@@ -47,9 +47,9 @@ import cv2
 import numpy as np
 import torch
 
-from .engine.boxes import Boxes, maps_to_boxes
+from .engine.boxes import Boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
-from .engine.detector import Detector, _to_host
+from .engine.detector import FIT, POST, VERIFY, Detector
 from .engine.frames import crop_windows, normalise, resize
 from .engine.methods import ScoreMaps, unit_scores
 from .engine.model import ClipModel, ModelLoadError, load_model
@@ -65,9 +65,8 @@ RANDOM_CLIP_DIR = "clip-vit-b32-random-v1"
 PIPELINE_QUEUE = 4   # frames waiting for inference in file mode (the app's QUEUE_FRAMES)
 TINY_TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
 
-UPLOAD, CROPS, VISION, REFINE, SCORING, POST, VERIFY = (
-    "upload+resize+normalise", "crops", "vision batch", "refine (dense pass)", "scoring",
-    "post-processing", "verify (box crops)")
+UPLOAD, CROPS, VISION, REFINE, SCORING = (
+    "upload+resize+normalise", "crops", "vision batch", "refine (dense pass)", "scoring")
 
 
 # --------------------------------------------------------------------------- result rows
@@ -302,23 +301,26 @@ def bench_walkthrough(model: ClipModel, frame: np.ndarray, grid: TileGrid,
 # --------------------------------------------------------------------------- our engine
 
 
-def _post(detector: Detector, maps: ScoreMaps):
-    relevance, similarity, probability, _, fine = _to_host(maps)
-    found = maps_to_boxes(relevance, similarity, probability, maps.grid, detector.config,
-                          fine=fine)
-    return similarity, found
-
-
 def _post_and_verify(detector: Detector, maps: ScoreMaps, pixels: torch.Tensor,
                      clock: StageClock) -> tuple[np.ndarray, dict | None]:
-    """Post-processing, then (where the config verifies) the box crops, each timed;
-    the similarity maps and how many boxes the verify stage cropped and kept."""
-    similarity, found = clock(POST, _post, detector, maps)
+    """The detector's own post-processing, fit and verify stages, each timed; the
+    similarity maps and how many boxes the verify stage cropped and kept."""
+    counts = {}
+
+    def counting(name, fn, *args):
+        out = clock(name, fn, *args)
+        if name == VERIFY:
+            counts.update(candidates=len(args[1].boxes), kept=len(out.boxes))
+        return out
+
+    detector.stage = counting
+    try:
+        detections = detector._boxes(maps, pixels, 0, 0.0, time.perf_counter())
+    finally:
+        detector.stage = lambda name, fn, *args: fn(*args)
     if not detector.config.verifies:
-        return similarity, None
-    kept = clock(VERIFY, detector.verifier, pixels, found, detector._text,
-                 len(detector.labels), detector.config.gate)
-    return similarity, {"candidates": len(found.boxes), "kept": len(kept.boxes)}
+        return detections.similarity_maps, None
+    return detections.similarity_maps, counts or {"candidates": 0, "kept": 0}
 
 
 def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock):
@@ -341,7 +343,7 @@ def staged_windows(detector: Detector, frame: np.ndarray, clock: StageClock):
     crops = clock(CROPS, crop_windows, image, plan.rows_idx, plan.cols_idx)
     embeddings = clock(VISION, model.encode_images, crops)
     fine = None
-    if method._fine is not None:
+    if method._fine is not None and method.use_fine:
         fine = clock(REFINE, method._fine, pixels, detector._text, len(detector.labels))
     maps = clock(SCORING, score, embeddings)
     return _post_and_verify(detector, maps, pixels, clock)

@@ -113,10 +113,11 @@ class DetectorConfig:
     dense_input_px: int | str = _opt("auto", "dense/occlusion: short side of the model input "
                                      "in pixels; auto = the model's own input size", lo=16,
                                      hi=4096, auto=True)
-    dense_variant: str = _opt("maskclip", "dense: the training-free last block that makes "
+    dense_variant: str = _opt("sclip", "dense: the training-free last block that makes "
                               "patch tokens local: maskclip (value path), clearclip (q-q "
                               "attention, no residual/MLP), sclip (q-q + k-k attention), naclip "
-                              "(k-k attention + Gaussian neighbourhood); see docs/method.md",
+                              "(k-k attention + Gaussian neighbourhood); see docs/method.md (the refine pass "
+                              "always uses maskclip)",
                               choices=("maskclip", "clearclip", "sclip", "naclip"))
     refine: bool = _opt(True, "windows: outline each window region with a dense patch map "
                         "(one extra pass at refine_input_px), so a box fits the object rather "
@@ -126,19 +127,24 @@ class DetectorConfig:
                                       "size", lo=16, hi=4096, auto=True)
     verify: bool | str = _opt("auto", "classify a square crop around each candidate box and "
                               "keep it only if its own prompt passes the gate there (one extra "
-                              "batch of crops); auto = on for windows and occlusion, off for "
-                              "dense, which stays one vision pass per frame", auto=True)
+                              "batch of crops); auto = on for every method with boxes", auto=True)
+    fit: bool | str = _opt("auto", "windows: fit each region's box from crops around it (a "
+                           "batch to find its centre, one to find its size; see docs/method.md), "
+                           "which also verifies it; auto = on for windows", auto=True)
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
                                 "share of its long side", lo=0.0, hi=1.0)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
                                 lo=2, hi=32)
 
     @property
+    def fits(self) -> bool:
+        """Whether window regions are fitted by crops (realtime.engine.fit)."""
+        return self.method == "windows" and self.fit in ("auto", True)
+
+    @property
     def verifies(self) -> bool:
         """Whether boxes are verified: `verify`, with auto resolved for the method."""
-        if self.verify == "auto":
-            return self.method in ("windows", "occlusion")
-        return bool(self.verify) and self.method != "classify"
+        return self.method != "classify" and self.verify in ("auto", True)
 
     def __post_init__(self) -> None:
         _validate(self, "detector")

@@ -59,8 +59,8 @@ def test_the_default_preset_lists_every_key_at_its_default():
 def test_verify_is_auto_unless_a_flag_or_the_config_file_says_otherwise(tmp_path):
     assert parse().detector.verify == "auto" and parse().detector.verifies
     assert parse("--no-verify").detector.verifies is False
-    assert parse("--method", "dense").detector.verifies is False
-    assert parse("--method", "dense", "--verify").detector.verifies is True
+    assert parse("--method", "dense").detector.verifies is True
+    assert parse("--method", "dense", "--no-verify").detector.verifies is False
     preset = tmp_path / "p.yaml"
     preset.write_text("detector: {method: dense, verify: true, verify_margin: 0.3}\n")
     config = parse("--config", str(preset))

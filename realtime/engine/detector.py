@@ -10,19 +10,21 @@ Usable on its own, with no window or thread::
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from .boxes import FineMap, linear_scores, maps_to_boxes
+from .boxes import Boxes, FineMap, linear_scores, maps_to_boxes
 from ..config import DetectorConfig, ModelConfig
 from ..detections import Detections
 from .frames import FrameUploader
 from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
+from .fit import BoxFitter, RefineCheck
 from .verify import BoxVerifier
 
 
@@ -38,6 +40,10 @@ class Detector:
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
+        self.fitter = BoxFitter(self.model, self.verifier.crops)
+        self.refine_check = RefineCheck()
+        # How each post-processing stage is called: directly; the benchmark times them.
+        self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()
         self._text = torch.empty(0)
         if prompts:
@@ -114,16 +120,37 @@ class Detector:
 
     def _boxes(self, maps: ScoreMaps, pixels: torch.Tensor | None, frame_index: int,
                timestamp_s: float, start: float) -> Detections:
-        relevance, similarity, probability, frame_scores, fine = _to_host(maps)
+        relevance, similarity, probability, frame_scores, fine = self.stage(
+            POST, _to_host, maps)
         found = None
         if maps.frame_scores is None:
-            found = maps_to_boxes(relevance, similarity, probability, maps.grid, self.config,
-                                  fine=fine)
+            found = self.stage(POST, self._regions, relevance, similarity, probability,
+                               maps.grid, fine, pixels is not None)
+            if found.fitted and pixels is not None:
+                found = self.stage(FIT, self.fitter, pixels, found.boxes, window_px(maps.grid),
+                                   np.median(similarity.reshape(len(similarity), -1), axis=1),
+                                   self._text, len(self.labels), self.config.gate,
+                                   self.config.merge_iou)
+            else:
+                found = found.boxes
             if self.config.verifies and pixels is not None:
-                found = self.verifier(pixels, found, self._text, len(self.labels),
-                                      self.config.gate)
+                found = self.stage(VERIFY, self.verifier, pixels, found, self._text,
+                                   len(self.labels), self.config.gate)
         return self._detections(found, similarity, probability, frame_scores, frame_index,
                                 timestamp_s, (time.perf_counter() - start) * 1000.0)
+
+    def _regions(self, relevance, similarity, probability, grid, fine, has_pixels: bool):
+        """Each prompt's window regions, outlined by the patch map where this model's
+        patch map is trusted (RefineCheck), else marked to be fitted by crops."""
+        fits = self.config.fits and has_pixels
+        if fits and fine is not None:
+            present = probability.reshape(len(probability), -1).max(1) >= self.config.gate
+            fits = not self.refine_check.observe(relevance, grid, fine.relevance, fine.grid,
+                                                 present)
+            self.method.use_fine = self.refine_check.trusted
+        boxes = maps_to_boxes(relevance, similarity, probability, grid, self.config,
+                              fine=None if fits else fine)
+        return _Regions(boxes, fits)
 
     def _detections(self, found, similarity, probability, frame_scores, frame_index,
                     timestamp_s, inference_ms) -> Detections:
@@ -155,6 +182,21 @@ def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
     if isinstance(model, ModelConfig):
         return load_model(model)
     return model
+
+
+POST, FIT, VERIFY = "post-processing", "fit (box crops)", "verify (box crops)"
+
+
+@dataclass(frozen=True)
+class _Regions:
+    boxes: Boxes
+    fitted: bool      # still to be fitted by crops
+
+
+def window_px(grid) -> float:
+    """A window's side in frame pixels (tiles are stretched by under half a tile)."""
+    k = grid.window_tiles
+    return float(min(grid.x_edges[k] - grid.x_edges[0], grid.y_edges[k] - grid.y_edges[0]))
 
 
 def _to_host(maps: ScoreMaps):

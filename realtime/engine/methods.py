@@ -13,6 +13,7 @@ map-to-boxes step, whatever made them.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -97,15 +98,18 @@ class WindowsMethod(Method):
     """Sliding windows of k x k tiles, cut from one resized frame, encoded in one batch."""
 
     LAYOUT_KEYS = ("tile_px", "tiles_per_side", "window_tiles", "stride_tiles", "refine",
-                   "refine_input_px", "dense_variant")
+                   "refine_input_px")
 
     def __init__(self, model: ClipModel, config: DetectorConfig) -> None:
         self.model, self.config = model, config
         self._plans: dict[tuple[int, int], _WindowPlan] = {}
         self._fine = None
+        self.use_fine = True    # off once the detector finds the patch map does not localise
         if config.refine:
             short = config.refine_input_px
-            self._fine = DenseMethod(model, config,
+            # MaskCLIP's value path: the variant the bundled model was trained for
+            # and the one its outlines were measured with (docs/method.md).
+            self._fine = DenseMethod(model, dataclasses.replace(config, dense_variant="maskclip"),
                                      2 * model.spec.image_px if short == "auto" else short)
 
     def check_frame_size(self, frame_h: int, frame_w: int) -> None:
@@ -132,7 +136,7 @@ class WindowsMethod(Method):
         # copied in the model's dtype, half the bytes in bf16.
         crops = crop_windows(image.to(self.model.dtype), plan.rows_idx, plan.cols_idx)
         arrays = {"windows": self.model.encode_images(crops)}
-        if self._fine is not None:
+        if self._fine is not None and self.use_fine:
             arrays["fine"] = self._fine.embed(pixels).arrays["patches"]
         return Encoded(frame_w, frame_h, arrays)
 

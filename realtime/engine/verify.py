@@ -69,12 +69,18 @@ class BoxVerifier:
                  num_prompts: int, gate: float) -> Boxes:
         if len(found.boxes) == 0:
             return found
+        probs, sims = self.scores(pixels, found, text, num_prompts)
+        keep = probs >= gate
+        return Boxes(found.boxes[keep], probs[keep], sims[keep], found.label_ids[keep])
+
+    @torch.inference_mode()
+    def scores(self, pixels: torch.Tensor, found: Boxes, text: torch.Tensor,
+               num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
+        """(probability, similarity) of each box's own prompt on its own crop."""
         squares = crop_squares(found.boxes, pixels.shape[-1], pixels.shape[-2], self.margin)
         embeddings = self.model.encode_images(self.crops(pixels, squares), bucket=True)
         sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
         rows = torch.arange(len(found.boxes), device=sims.device)
         labels = torch.as_tensor(found.label_ids, device=sims.device)
         scores = torch.stack([probs[rows, labels], sims[rows, labels]]).float().cpu().numpy()
-        keep = scores[0] >= gate
-        return Boxes(found.boxes[keep], scores[0][keep], scores[1][keep],
-                     found.label_ids[keep])
+        return scores[0], scores[1]

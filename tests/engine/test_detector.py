@@ -20,8 +20,9 @@ def frame_with_blobs(*boxes, size=(320, 240)):
     return frame
 
 
-# 8 x 6 tiles of 40 px on 320 x 240; boxes from the window tiles alone (exact geometry)
-LAYOUT = DetectorConfig(tile_px=40, window_tiles=2, refine=False)
+# 8 x 6 tiles of 40 px on 320 x 240; boxes from the window tiles alone (exact geometry;
+# the stub scores a crop by its share of white, so fitting by crops is off here)
+LAYOUT = DetectorConfig(tile_px=40, window_tiles=2, refine=False, fit=False)
 
 
 def test_aggregation_matches_the_walkthrough_loop():
@@ -85,7 +86,7 @@ def test_refine_outlines_an_object_smaller_than_a_window():
     # blob; the patch map (20 px cells: 8 px patches of a 96 px-high input) outlines it.
     # No background prompts: the stub's windows are mostly background around a small blob.
     config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
-                            refine_input_px=96)
+                            refine_input_px=96, fit=False)
     blob = (160, 80, 200, 120)
     coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(blob))
     fine = Detector(["white"], config, StubClip())(frame_with_blobs(blob))
@@ -97,7 +98,7 @@ def test_refine_outlines_an_object_smaller_than_a_window():
 
 def test_refine_splits_two_instances_that_one_window_region_merged():
     config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
-                            refine_input_px=96)
+                            refine_input_px=96, fit=False)
     blobs = ((120, 80, 160, 120), (200, 80, 240, 120))    # 40 px apart, both in one window
     coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(*blobs))
     fine = Detector(["white"], config, StubClip())(frame_with_blobs(*blobs))
