@@ -49,7 +49,7 @@ import torch
 
 from .engine.boxes import Boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
-from .engine.detector import FIT, POST, VERIFY, Detector
+from .engine.detector import POST, VERIFY, Detector, window_px  # noqa: F401 (POST: stage name)
 from .engine.frames import crop_windows, normalise, resize
 from .engine.methods import ScoreMaps, unit_scores
 from .engine.model import ClipModel, ModelLoadError, load_model
@@ -440,22 +440,32 @@ def bench_engine(detector: Detector, frame: np.ndarray, repeats: int, warmup: in
 
 def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repeats: int
                  ) -> list[Row]:
-    """The verify stage on given boxes: with random weights the gate passes no
-    candidate, so Detector.detect's own verify stage is empty and costs nothing."""
+    """The fit and verify stages on given boxes: with random weights the gate passes
+    no candidate, so Detector.detect's own stages are empty and cost nothing."""
     count = len(boxes)
     found = Boxes(boxes, np.ones(count, np.float32), np.ones(count, np.float32),
                   np.zeros(count, np.int64))
     sync = device_sync(detector.model.device)
+    rows = []
     with torch.inference_mode():
         pixels = detector.upload(frame)
-        verify = lambda: detector.verifier(pixels, found, detector._text,
-                                           len(detector.labels), 0.0)
-        verify()
-        samples = time_calls(verify, repeats, sync)
-    row = Row.timed(f"verify stage alone, {count} box crops", "verify", samples,
-                    note="the scene's shapes as candidates; adds to windows/occlusion")
-    row.fps = None   # an add-on cost per frame, not a frame: no frames/s, no ratios
-    return [row]
+        grid = detector.method.plan(*pixels.shape[-2:]).grid
+        floor = np.zeros(len(detector.labels), np.float32)
+        stages = [("verify stage alone", lambda: detector.verifier(
+            pixels, found, detector._text, len(detector.labels), 0.0), count)]
+        if detector.config.fits:
+            stages.insert(0, ("fit stage alone", lambda: detector.fitter(
+                pixels, found, window_px(grid), floor, detector._text, len(detector.labels),
+                0.0, 0.0), None))
+        for name, call, crops in stages:
+            call()
+            samples = time_calls(call, repeats, sync)
+            crops = crops if crops is not None else detector.fitter.crops_last_frame
+            row = Row.timed(f"{name}, {crops} box crops", "verify", samples,
+                            note=f"the scene's {count} shapes as candidates; adds to the frame")
+            row.fps = None   # an add-on cost per frame, not a frame: no frames/s, no ratios
+            rows.append(row)
+    return rows
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -93,6 +93,8 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     assert all(check["stages_match_detect"] for check in report["checks"].values())
     verify = rows["verify stage alone, 3 box crops"]
     assert verify["median_ms"] > 0 and verify["fps"] is None
+    fit = next(r for name, r in rows.items() if name.startswith("fit stage alone"))
+    assert fit["median_ms"] > 0 and "42 box crops" in fit["name"]   # 3 x (9 centre + 5 sizes)
     assert rows[f"engine windows: {bench.VERIFY}"]["median_ms"] >= 0
     counts = report["checks"]["windows"]["verify"]
     assert 0 <= counts["kept"] <= counts["candidates"]

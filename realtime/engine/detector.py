@@ -144,9 +144,8 @@ class Detector:
         patch map is trusted (RefineCheck), else marked to be fitted by crops."""
         fits = self.config.fits and has_pixels
         if fits and fine is not None:
-            present = probability.reshape(len(probability), -1).max(1) >= self.config.gate
-            fits = not self.refine_check.observe(relevance, grid, fine.relevance, fine.grid,
-                                                 present)
+            fits = not self.refine_check.observe(probability, grid, fine.relevance, fine.grid,
+                                                 self.config.gate)
             self.method.use_fine = self.refine_check.trusted
         boxes = maps_to_boxes(relevance, similarity, probability, grid, self.config,
                               fine=None if fits else fine)
