@@ -50,7 +50,7 @@ def test_a_model_whose_patch_tokens_are_noise_still_gets_fitted_boxes_from_the_d
     walkthrough = Detector((), DetectorConfig(fit=False, refine=False), model)
     ious = {"defaults": [], "walkthrough": []}
     for name, detector in (("defaults", defaults), ("walkthrough", walkthrough)):
-        for clip, truth, found in _run_frames(detector, kinds=("single",), frames=36):
+        for clip, truth, found in _run_frames(detector, kinds=("single",), frames=50):
             for box, label in zip(truth.boxes, truth.labels):
                 mine = found.for_label(label).boxes
                 ious[name].append(evaluate_clips.iou_matrix(mine, box[None]).max() if len(mine) else 0.0)
@@ -66,6 +66,7 @@ def torch_noise(like, rng):
     return torch.nn.functional.normalize(noise, dim=-1)
 
 
+@pytest.mark.slow
 def test_held_out_model_through_main_py_on_a_short_clip_set(tmp_path):
     clips = clip_suite.suite(seed=7, frames=8, kinds=("single", "two-classes", "enter-leave"))
     rows = evaluate_clips.evaluate(str(HELD_OUT), [("default", [])], clips, tmp_path)

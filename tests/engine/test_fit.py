@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import RefineCheck, _merged, _peak, object_side, squares
+from realtime.engine.fit import RefineCheck, _merged, _peak, object_side, pool, squares
 from realtime.engine.tiles import TileGrid
 
 SIDES = np.array([240.0, 170.0, 120.0, 84.0, 60.0])
@@ -47,17 +47,24 @@ def test_two_candidates_fitted_onto_one_object_become_one_box():
     assert merged.boxes.tolist() == [[12, 12, 48, 48], [100, 100, 140, 140]]
 
 
+def test_pooling_a_fine_map_onto_the_window_grid():
+    fine, coarse = TileGrid(80, 40, 4, 8), TileGrid(80, 40, 2, 4)
+    pooled = pool(np.arange(32, dtype=np.float32).reshape(1, 4, 8), fine, coarse)
+    assert pooled.shape == (1, 2, 4)
+    assert pooled[0, 0, 0] == pytest.approx(np.mean([0, 1, 8, 9]))
+
+
 def _frame(agree: bool, rng):
-    """A present prompt's window probabilities (gated block in the middle) and a
-    patch map that peaks inside that block (agree) or somewhere at random."""
-    probability = np.zeros((1, 4, 4), np.float32)
+    """A present prompt's window probabilities (a gated block) and a patch map that
+    is that block, finer (agree), or noise peaking in a corner (not)."""
+    probability = np.full((1, 4, 4), 0.05, np.float32)
     probability[0, 1:3, 1:3] = 0.9
-    fine = rng.normal(size=(1, 8, 8)).astype(np.float32)
     if agree:
-        fine[0, 3, 4] = 10.0
+        fine = np.kron(probability, np.ones((2, 2))) + 0.01 * rng.normal(size=(1, 8, 8))
     else:
-        fine[0, 0, 7] = 10.0          # a corner: outside the region
-    return probability, fine
+        fine = rng.normal(size=(1, 8, 8))
+        fine[0, 0, 7] = 10.0
+    return probability, fine.astype(np.float32)
 
 
 @pytest.mark.parametrize("agree", [True, False])
@@ -65,13 +72,13 @@ def test_the_self_check_trusts_patch_maps_only_where_they_agree_with_the_windows
     rng = np.random.default_rng(0)
     check = RefineCheck()
     grid, fine_grid = TileGrid(64, 64, 4, 4), TileGrid(64, 64, 8, 8)
-    assert check.trusted                               # undecided: try it
     for _ in range(RefineCheck.CHECKS):
         probability, fine = _frame(agree, rng)
         assert check.observe(probability, grid, fine, fine_grid, 0.5) is agree
     assert check.decided and check.trusted is agree
-    # a frame where no prompt passes the gate tells nothing
-    fresh = RefineCheck()
+    probability, fine = _frame(not agree, rng)          # decided: the verdict holds
+    assert check.observe(probability, grid, fine, fine_grid, 0.5) is agree
+    fresh = RefineCheck()                               # no prompt passes: nothing learnt
     probability, fine = _frame(False, rng)
     fresh.observe(probability * 0.1, grid, fine, fine_grid, 0.5)
     assert fresh.hits == []
