@@ -57,6 +57,8 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--stride-tiles", "detector", "stride_tiles", {"type": int, "metavar": "S"}),
     ("--refine", "detector", "refine", {"action": argparse.BooleanOptionalAction}),
     ("--dense-input-px", "detector", "dense_input_px", {"metavar": "PX|auto"}),
+    ("--dense-variant", "detector", "dense_variant",
+     {"choices": ("maskclip", "clearclip", "sclip", "naclip")}),
     ("--fit", "detector", "fit", {"action": argparse.BooleanOptionalAction}),
     ("--verify", "detector", "verify", {"action": argparse.BooleanOptionalAction}),
     ("--headless", "app", "headless", {"action": argparse.BooleanOptionalAction}),

@@ -128,9 +128,11 @@ class DetectorConfig:
     verify: bool | str = _opt("auto", "classify a square crop around each candidate box and "
                               "keep it only if its own prompt passes the gate there (one extra "
                               "batch of crops); auto = on for every method with boxes", auto=True)
-    fit: bool | str = _opt("auto", "windows: fit each region's box from crops around it (a "
-                           "batch to find its centre, one to find its size; see docs/method.md), "
-                           "which also verifies it; auto = on for windows", auto=True)
+    fit: bool | str = _opt("auto", "windows: where the self-check finds that the model's "
+                           "patch map does not outline objects, fit each region's box from "
+                           "crops around it (a batch to find its centre, one to find its size; "
+                           "see docs/method.md), which also verifies it; auto = on for windows",
+                           auto=True)
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
                                 "share of its long side", lo=0.0, hi=1.0)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",

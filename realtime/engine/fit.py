@@ -180,10 +180,13 @@ class RefineCheck:
     prompt's gated window region (a hit), and pooled onto the window grid it
     correlates with the prompt's window probabilities.  Each present prompt of
     a frame is one check; the patch map is trusted while at least HITS of the
-    checks so far were hits and their median correlation is at least
-    CORRELATION, and after CHECKS of them that verdict holds for the rest of
-    the run (one rule throughout, so boxes do not switch style frame to frame
-    once a few checks agree).  Not trusted: boxes are fitted by crops, and once
+    checks were hits and their median correlation is at least CORRELATION;
+    after CHECKS of them that verdict holds for the rest of the run.  Until
+    then, the share of hits is taken at the upper end of its 2-sigma (Wilson)
+    interval: a model is distrusted only once its misses rule out a share of
+    HITS, so one early miss on a model that localises does not switch its
+    boxes to fitting, while a model that misses most checks is distrusted
+    within a frame or two.  Not trusted: boxes are fitted by crops, and once
     decided the refine pass is no longer computed.
     """
 
@@ -203,8 +206,12 @@ class RefineCheck:
 
     @property
     def trusted(self) -> bool:
-        return not self.hits or (float(np.mean(self.hits)) >= self.HITS and float(
-            np.median(self.correlations)) >= self.CORRELATION)
+        if not self.hits:
+            return True
+        hits = float(np.mean(self.hits))
+        if not self.decided:    # undecided: distrust only what the checks so far rule out
+            hits = _upper_bound(hits, len(self.hits))
+        return hits >= self.HITS and float(np.median(self.correlations)) >= self.CORRELATION
 
     def observe(self, probability: np.ndarray, grid, fine: np.ndarray, fine_grid,
                 gate: float) -> bool:
@@ -223,6 +230,13 @@ class RefineCheck:
         self.hits += hits
         self.correlations += correlations
         return self.trusted
+
+
+def _upper_bound(share: float, n: int, z: float = 2.0) -> float:
+    """Wilson score interval's upper end for a share seen in n trials (z sigmas)."""
+    centre = share + z * z / (2 * n)
+    spread = z * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return float((centre + spread) / (1 + z * z / n))
 
 
 def pool(maps: np.ndarray, fine_grid, grid) -> np.ndarray:

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import RefineCheck, _merged, _peak, object_side, pool, squares
+from realtime.engine.fit import (RefineCheck, _merged, _peak, _upper_bound, object_side, pool,
+                                 squares)
 from realtime.engine.tiles import TileGrid
 
 SIDES = np.array([240.0, 170.0, 120.0, 84.0, 60.0])
@@ -82,3 +83,16 @@ def test_the_self_check_trusts_patch_maps_only_where_they_agree_with_the_windows
     probability, fine = _frame(False, rng)
     fresh.observe(probability * 0.1, grid, fine, fine_grid, 0.5)
     assert fresh.hits == []
+
+
+def test_an_undecided_check_distrusts_only_what_its_misses_rule_out():
+    # One miss in two checks could still be a model with 80 % hits; nine misses
+    # in ten cannot.
+    assert _upper_bound(0.5, 2) >= RefineCheck.HITS
+    assert _upper_bound(0.1, 10) < RefineCheck.HITS
+    assert _upper_bound(1.0, 5) == pytest.approx(1.0)
+    check = RefineCheck()
+    check.hits, check.correlations = [True, False], [0.3, 0.3]
+    assert check.trusted
+    check.hits, check.correlations = [True] + [False] * 9, [0.3] * 10
+    assert not check.trusted
