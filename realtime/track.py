@@ -41,6 +41,7 @@ from .detections import Detections
 
 CONFIRMED, COASTING = "confirmed", "coasting"
 MAX_HISTORY = 10_000        # tracks remembered for the run's summary (oldest forgotten)
+MAX_AHEAD_S = 1.0           # boxes are moved along their velocity at most this far ahead
 
 
 @dataclass(frozen=True)
@@ -224,7 +225,7 @@ def _as_detections(base: Detections, tracks: list[_Track], t_s: float,
     )
 
 
-def advance(detections: Detections, t_s: float, max_ahead_s: float = 0.5,
+def advance(detections: Detections, t_s: float, max_ahead_s: float = MAX_AHEAD_S,
             frame_size: tuple[int, int] | None = None) -> Detections:
     """A tracked result's boxes moved along their velocities to time `t_s`.
 

@@ -34,7 +34,8 @@ def test_headless_file_run_pairs_every_frame_with_its_own_detections(tmp_path, c
     video = write_video(tmp_path / "in.mp4", 24, size=(160, 120), fps=10.0)
     out, dets = tmp_path / "out.mp4", tmp_path / "d.jsonl"
     factory = FakeFactory()
-    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets)),
+    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets),
+                              track={"enabled": False}),
                    detector_factory=factory)
     assert code == 0
     records = jsonl(dets)
