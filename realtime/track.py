@@ -10,7 +10,9 @@ so a prompt change keeps the tracks of the prompts that stay):
 
 - association: greedy one-to-one matching on IoU between each track's box
   predicted at the frame's time and the frame's boxes, best pairs first,
-  at least ``match_iou``;
+  at least ``match_iou``; then, for what is left, a box whose centre lies
+  inside the predicted box (and the other way round) is the same object, as
+  a detector's box may jump by a grid cell between frames;
 - hysteresis: a track starts from a box scoring at least ``start_score`` and
   is shown once it has been matched on ``min_hits`` inference frames in a row
   (supervision's ``minimum_consecutive_frames``); a box scoring only
@@ -133,8 +135,16 @@ class Tracker:
         boxes = detections.boxes[mine].astype(np.float64)
         scores = detections.scores[mine]
         predicted = np.array([t.predicted(t_s, self.hold_s) for t in tracks]).reshape(-1, 4)
-        pairs = _greedy(iou_matrix(predicted, boxes), self.match_iou,
-                        usable=scores >= self.keep_score)
+        usable = scores >= self.keep_score
+        pairs = _greedy(iou_matrix(predicted, boxes), self.match_iou, usable)
+        # A second chance for what is left: a detector's box can jump by a grid cell
+        # between frames; each centre inside the other's box is the same object.
+        left_r = [r for r in range(len(tracks)) if r not in {p[0] for p in pairs}]
+        left_c = [c for c in range(len(boxes)) if c not in {p[1] for p in pairs}]
+        if left_r and left_c:
+            near = _centres_inside(predicted[left_r], boxes[left_c])
+            pairs += [(left_r[r], left_c[c]) for r, c in
+                      _greedy(near, 1e-9, usable[left_c])]
         used = set()
         for t in tracks:
             t.matched = False
@@ -159,18 +169,20 @@ class Tracker:
 
     def _correct(self, track: _Track, box: np.ndarray, score: float, similarity: float,
                  t_s: float) -> None:
-        """The alpha-beta step: predict to t_s, then move part way to the measured box."""
+        """The alpha-beta step: predict to t_s, then move part way to the measured box.
+
+        The velocity is the centre's (the same for x1 and x2, y1 and y2): extrapolated
+        corners of a box whose size is noisy would turn it inside out while coasting.
+        It starts at 0 and builds up with the filter's gain, so one jump of a
+        detector's box does not fling a track across the frame.
+        """
         dt = t_s - track.seen_s
+        predicted = track.box + track.velocity * dt if dt > 0 else track.box
+        residual = box - predicted
         if dt > 0:
-            if track.hits == 1:   # the first velocity: a plain difference
-                track.velocity = (box - track.box) / dt
-                predicted = box
-            else:
-                predicted = track.box + track.velocity * dt
-                track.velocity = track.velocity + self.beta * (box - predicted) / dt
-            track.box = predicted + self.alpha * (box - predicted)
-        else:                     # two results at one time: average, no velocity
-            track.box = track.box + self.alpha * (box - track.box)
+            shift = (residual[:2] + residual[2:]) / 2          # of the centre
+            track.velocity = track.velocity + self.beta * np.tile(shift, 2) / dt
+        track.box = predicted + self.alpha * residual
         track.score += self.alpha * (score - track.score)
         track.similarity, track.seen_s, track.matched = similarity, t_s, True
         track.hits += 1
@@ -257,6 +269,16 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _centres_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the pairs whose centres each lie inside the other box, else 0."""
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    inside = lambda c, box: ((c[:, None, 0] >= box[None, :, 0]) & (c[:, None, 0] <= box[None, :, 2])
+                             & (c[:, None, 1] >= box[None, :, 1]) & (c[:, None, 1] <= box[None, :, 3]))
+    mutual = inside(ca, b) & inside(cb, a).T
+    return np.where(mutual, np.maximum(iou_matrix(a, b), 1e-6), 0.0)
 
 
 def _greedy(iou: np.ndarray, least: float, usable: np.ndarray) -> list[tuple[int, int]]:

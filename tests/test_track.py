@@ -44,10 +44,11 @@ def test_two_static_boxes_keep_ids_1_and_2():
 
 def test_shifted_boxes_keep_their_ids_and_gain_a_velocity():
     frames = [[[10 + 8 * i, 10, 50 + 8 * i, 50], [100, 100 + 5 * i, 160, 160 + 5 * i]]
-              for i in range(8)]
+              for i in range(25)]
     out = run(Tracker(min_hits=1, smoothing=0.5), frames)
     assert all(frame.track_ids.tolist() == [1, 2] for frame in out)
     # 8 px a frame at 10 frames/s is 80 px/s along x; 5 px a frame is 50 px/s along y
+    # (the filter's velocity builds up from 0 over a few frames)
     np.testing.assert_allclose(out[-1].velocities[0], [80, 0, 80, 0], atol=1.0)
     np.testing.assert_allclose(out[-1].velocities[1], [0, 50, 0, 50], atol=1.0)
     np.testing.assert_allclose(out[-1].boxes, frames[-1], atol=1.0)   # no lag when steady
