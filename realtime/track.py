@@ -65,8 +65,8 @@ class TrackSummary:
 class _Track:
     """The state of one tracked object (mutable; owned by its Tracker)."""
 
-    __slots__ = ("track_id", "label", "box", "velocity", "score", "similarity", "hits",
-                 "confirmed", "seen_s", "matched")
+    __slots__ = ("box", "confirmed", "hits", "label", "matched", "score", "seen_s",
+                 "similarity", "track_id", "velocity")
 
     def __init__(self, track_id: int, label: str, box: np.ndarray, score: float,
                  similarity: float, t_s: float) -> None:
@@ -100,7 +100,7 @@ class Tracker:
         self.reset()
 
     @classmethod
-    def from_config(cls, config, start_score: float) -> "Tracker":
+    def from_config(cls, config, start_score: float) -> Tracker:
         """From a :class:`realtime.config.TrackConfig`; `start_score` is the detector's gate."""
         return cls(min_hits=config.min_hits, hold_s=config.hold_s, start_score=start_score,
                    keep_score=config.keep_score, smoothing=config.smoothing,

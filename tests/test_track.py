@@ -22,7 +22,7 @@ def dets(boxes, t_s, labels=("a cat",), label_ids=None, scores=None) -> Detectio
         scores=np.full(n, 0.9, np.float32) if scores is None else np.asarray(scores, np.float32),
         similarities=np.full(n, 0.3, np.float32),
         label_ids=np.zeros(n, np.int64) if label_ids is None else np.asarray(label_ids, np.int64),
-        frame_index=int(round(t_s * FPS)), timestamp_s=t_s)
+        frame_index=round(t_s * FPS), timestamp_s=t_s)
 
 
 TWO = [[10, 10, 50, 50], [100, 100, 160, 160]]

@@ -43,7 +43,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class Tally:
     jitter: list = field(default_factory=list)
     tracked: bool = True
 
-    def add(self, other: "Tally") -> None:
+    def add(self, other: Tally) -> None:
         for name in ("gt", "boxes", "tp", "idsw", "frag", "idtp", "toggles", "object_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.jitter += other.jitter
