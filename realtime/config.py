@@ -175,12 +175,13 @@ class TrackConfig:
                                "folders of images", auto=True)
     min_hits: int = _opt(2, "inference frames in a row a new object must be detected on "
                          "before it is shown (minimum_consecutive_frames)", lo=1, hi=30)
-    hold_s: float = _opt(0.5, "seconds a shown object stays shown (coasting along its "
+    hold_s: float = _opt(0.3, "seconds a shown object stays shown (coasting along its "
                          "velocity) while the detector misses it (lost_track_buffer)",
                          lo=0.0, hi=10.0)
-    keep_score: float = _opt(0.35, "least score that keeps an existing track alive; starting "
-                             "one needs detector.gate (the detector reports boxes down to the "
-                             "lower of the two while tracking)", lo=0.0, hi=1.0)
+    keep_score: float = _opt(0.5, "least score that keeps an existing track alive; starting "
+                             "one needs detector.gate; lower than the gate, the detector reports "
+                             "boxes down to it while tracking (ByteTrack's low-score "
+                             "association)", lo=0.0, hi=1.0)
     smoothing: float = _opt(0.5, "box and score smoothing: 0 = the newest box, towards 1 "
                             "steadier but slower to follow changes of size", lo=0.0, hi=0.95)
     match_iou: float = _opt(0.1, "least IoU between a track's predicted box and a box of the "

@@ -86,8 +86,8 @@ class _Track:
 class Tracker:
     """Stable IDs, hysteresis and smoothing over a stream of per-frame detections."""
 
-    def __init__(self, min_hits: int = 2, hold_s: float = 0.5, start_score: float = 0.5,
-                 keep_score: float = 0.35, smoothing: float = 0.5,
+    def __init__(self, min_hits: int = 2, hold_s: float = 0.3, start_score: float = 0.5,
+                 keep_score: float = 0.5, smoothing: float = 0.5,
                  match_iou: float = 0.1) -> None:
         if min_hits < 1 or hold_s < 0 or not 0 <= smoothing < 1 or not 0 < match_iou <= 1:
             raise ValueError("min_hits >= 1, hold_s >= 0, 0 <= smoothing < 1, "

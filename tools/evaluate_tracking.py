@@ -13,8 +13,9 @@ does while tracking, and the same per-frame detections give both rows:
 - ``tracked``: all of them through :class:`realtime.track.Tracker` with the
   ``track`` settings of ``main.py``'s flags (``--flags "--min-hits 3"``).
 
-Detections are cached per model, clip and gate in the work folder, so trying
-tracker settings does not run the detector again.  Metrics (objects at least
+Detections are cached per model, clip and gate in the work folder (a cache at
+a lower gate serves a higher one, filtered), so trying tracker settings does
+not run the detector again.  Metrics (objects at least
 half inside the frame are ground truth; a box on one that is less is neither
 right nor wrong), boxes matched to ground truth of their own caption only:
 
@@ -264,10 +265,10 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
     rows, totals = [], {"raw": Tally(tracked=False), "tracked": Tally()}
     start = time.monotonic()
     for clip in clips:
-        cache = workdir / f"{Path(model).name}-{clip.name}-gate{low:.3f}.npz"
+        cache = _cache(workdir, model, clip, low)
         if detector is None and not cache.exists():
             detector = _detector(model, flags, low)
-        frames = detect_clip(detector, clip, cache)
+        frames = [raw_of(d, low) for d in detect_clip(detector, clip, cache)]
         tracker = Tracker.from_config(config.track, start_score=gate)
         shown = {"raw": [raw_of(d, gate) for d in frames],
                  "tracked": [tracker.update(d) for d in frames]}
@@ -279,6 +280,15 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
         rows.append({"model": model, "run": run, "clip": "all", **tally.figures(),
                      "flags": " ".join(flags), "seconds": round(time.monotonic() - start, 1)})
     return rows
+
+
+def _cache(workdir: Path, model: str, clip: Clip, gate: float) -> Path:
+    """The clip's cached detections at `gate`, or at a lower gate (filtered on use)."""
+    stem = f"{Path(model).name}-{clip.name}-gate"
+    lower = [p for p in workdir.glob(f"{stem}*.npz")
+             if float(p.stem.removeprefix(stem)) <= gate + 1e-9]
+    return max(lower, key=lambda p: float(p.stem.removeprefix(stem)), default=None) or (
+        workdir / f"{stem}{gate:.3f}.npz")
 
 
 def _detector(model: str, flags: Sequence[str], gate: float):

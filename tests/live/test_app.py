@@ -58,7 +58,8 @@ def test_a_tracked_file_run_writes_track_ids_and_names_the_tracks(tmp_path, caps
     video = write_video(tmp_path / "in.mp4", 12, size=(160, 120), fps=10.0)
     dets = tmp_path / "d.jsonl"
     factory = FakeFactory()
-    code = app.run(app_config(source=str(video), detections=str(dets)), detector_factory=factory)
+    code = app.run(app_config(source=str(video), detections=str(dets),
+                              track={"keep_score": 0.35}), detector_factory=factory)
     assert code == 0
     records = jsonl(dets)
     assert [r["frame"] for r in records] == list(range(12))
@@ -70,7 +71,7 @@ def test_a_tracked_file_run_writes_track_ids_and_names_the_tracks(tmp_path, caps
                                          "state": "confirmed"}]
         assert set(record) == {"frame", "t", "detections"} | ({"prompts", "generation"}
                                                               if record is records[0] else set())
-    # while tracking, the detector reports boxes down to track.keep_score
+    # while tracking, the detector reports boxes down to a keep_score under the gate
     assert factory.built[0].config.gate == pytest.approx(0.35)
     lines = stderr_lines(capsys)
     assert lines[-3:-1] == ["tracks: 1 shown", "  #1 a red circle: 0.10-1.10 s, 11 frames"]
