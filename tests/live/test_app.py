@@ -161,7 +161,7 @@ class GlidingDetector(FakeDetector):
 def left_edge(image, row: int = 70):
     """Column of the leftmost pixel of prompt 0's colour on a row (None: no box there)."""
     b, g, r = label_colour(0)
-    hits = np.flatnonzero((np.abs(image[row].astype(int) - (b, g, r)).max(axis=1) < 40))
+    hits = np.flatnonzero(np.abs(image[row].astype(int) - (b, g, r)).max(axis=1) < 40)
     return int(hits[0]) if len(hits) else None
 
 
