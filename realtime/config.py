@@ -1,8 +1,9 @@
 """Configuration: frozen dataclasses, validated in one place.
 
-Every knob of the product lives in one of four sections - ``model``,
-``detector``, ``app``, ``serve`` (the browser view) and ``archive`` (the index
-and search commands) - each a frozen dataclass.  Each field carries its
+Every knob of the product lives in one of six sections - ``model``,
+``detector``, ``track`` (IDs and steadiness on video), ``app``, ``serve`` (the
+browser view) and ``archive`` (the index and search commands) - each a frozen
+dataclass.  Each field carries its
 help text and its allowed values in ``metadata``; ``_validate`` reads them, so
 a bad value from a YAML file, from the command line or from Python code fails
 the same way: one :class:`ConfigError` line that names the key and says what
@@ -161,6 +162,44 @@ class DetectorConfig:
 
 
 @dataclass(frozen=True)
+class TrackConfig:
+    """Tracking between the detector and the outputs (realtime.track; docs/method.md).
+
+    Common trackers' names for the same ideas: min_hits is supervision/ByteTrack's
+    minimum_consecutive_frames, hold_s is lost_track_buffer (in seconds, not frames),
+    keep_score is ByteTrack's low-score threshold (the detector's gate starts tracks).
+    """
+
+    enabled: bool | str = _opt("auto", "give boxes stable IDs, show an object only after "
+                               "min_hits frames, keep it through short misses, smooth boxes "
+                               "and scores, move boxes between inference frames; auto = on "
+                               "for video, streams, cameras and the demo, off for images and "
+                               "folders of images", auto=True)
+    min_hits: int = _opt(2, "inference frames in a row a new object must be detected on "
+                         "before it is shown (minimum_consecutive_frames)", lo=1, hi=30)
+    hold_s: float = _opt(0.3, "seconds a shown object stays shown (coasting along its "
+                         "velocity) while the detector misses it (lost_track_buffer)",
+                         lo=0.0, hi=10.0)
+    keep_score: float = _opt(0.5, "least score that keeps an existing track alive; starting "
+                             "one needs detector.gate; lower than the gate, the detector reports "
+                             "boxes down to it while tracking (ByteTrack's low-score "
+                             "association)", lo=0.0, hi=1.0)
+    smoothing: float = _opt(0.5, "box and score smoothing: 0 = the newest box, towards 1 "
+                            "steadier but slower to follow changes of size", lo=0.0, hi=0.95)
+    match_iou: float = _opt(0.1, "least IoU between a track's predicted box and a box of the "
+                            "same prompt for them to be the same object", lo=0.01, hi=1.0)
+
+    def __post_init__(self) -> None:
+        _validate(self, "track")
+
+    def active(self, source_kind: str) -> bool:
+        """Whether tracking runs on a source of this kind (camera, stream, video, ...)."""
+        if self.enabled == "auto":
+            return source_kind not in ("image", "folder")
+        return bool(self.enabled)
+
+
+@dataclass(frozen=True)
 class AppConfig:
     source: str = _opt("0", "webcam index, video/image/folder path, or stream URL")
     prompts: tuple[str, ...] = _opt((), "texts to look for")
@@ -276,12 +315,14 @@ class ArchiveConfig:
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
     app: AppConfig = field(default_factory=AppConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
 
 
-SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig, "app": AppConfig,
+SECTIONS: dict[str, type] = {"model": ModelConfig, "detector": DetectorConfig,
+                             "track": TrackConfig, "app": AppConfig,
                              "serve": ServeConfig, "archive": ArchiveConfig}
 
 

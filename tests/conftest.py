@@ -84,11 +84,12 @@ def read_video(path: Path) -> tuple[int, int, int, float]:
     return frames, width, height, fps
 
 
-def app_config(**app) -> Config:
-    """A headless Config with app-section overrides (validated as from YAML)."""
+def app_config(track: dict | None = None, **app) -> Config:
+    """A headless Config with app-section (and track-section) overrides, validated as
+    from YAML."""
     app.setdefault("headless", True)
     app.setdefault("prompts", ["a red circle"])
-    return config_from_dict({"app": app})
+    return config_from_dict({"app": app, "track": track or {}})
 
 
 # --------------------------------------------------------------------------- fakes

@@ -89,6 +89,9 @@ def test_flag_values_reach_their_keys():
     refined = parse("--no-refine", "--dense-input-px", "448").detector
     assert (refined.refine, refined.dense_input_px) == (False, 448)
     assert parse().detector.refine is True
+    track = parse("--no-track", "--min-hits", "3", "--hold-s", "1.5", "--smoothing", "0.2").track
+    assert (track.enabled, track.min_hits, track.hold_s, track.smoothing) == (False, 3, 1.5, 0.2)
+    assert parse().track.enabled == "auto" and parse("--track").track.enabled is True
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -173,6 +176,7 @@ def test_headless_end_to_end_on_a_generated_video(tmp_path, tiny_model_dir):
         for det in record["detections"]:
             assert det["label"] in ("a red circle", "a blue square")
             assert 0.0 <= det["score"] <= 1.0 and len(det["box"]) == 4
+            assert det["track_id"] >= 1 and det["state"] in ("confirmed", "coasting")
     assert read_video(out) == (24, 160, 120, 12.0)                 # same count, size and fps
     assert done.stderr.strip().splitlines()[-1].startswith("done: 24 frames processed")
     assert "Traceback" not in done.stderr

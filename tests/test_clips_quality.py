@@ -69,7 +69,11 @@ def torch_noise(like, rng):
 @pytest.mark.slow
 def test_held_out_model_through_main_py_on_a_short_clip_set(tmp_path):
     clips = clip_suite.suite(seed=7, frames=8, kinds=("single", "two-classes", "enter-leave"))
-    rows = evaluate_clips.evaluate(str(HELD_OUT), [("default", [])], clips, tmp_path)
+    # The detector's own floors: raw per-frame boxes (tracking, on by default for video,
+    # is measured by tools/evaluate_tracking.py; on 8-frame clips min_hits alone hides
+    # an eighth of the objects).
+    rows = evaluate_clips.evaluate(str(HELD_OUT), [("default", ["--no-track"])], clips,
+                                   tmp_path)
     overall = rows[-1]
     assert overall["recall_30"] >= FLOORS["recall_30"], overall
     assert overall["precision_30"] >= FLOORS["precision_30"], overall

@@ -50,6 +50,7 @@ from ..engine.model import ModelLoadError
 from .outputs import (VIDEO_CODECS, OutputError, Outputs, check_distinct, check_output_path,
                       open_outputs)
 from ..engine.prompts import PromptError, clean_prompts, read_prompts_file
+from ..track import MAX_AHEAD_S, TrackSummary, Tracker, advance
 from .prompt_edit import OPEN_KEYS, EditLine, open_line, press
 from .render import Overlay, compose, hud_text
 from .source import (Reader, SourceError, SourceSpec, call_unless_stopped, demo_scene,
@@ -65,6 +66,7 @@ THRESHOLD_STEP = 0.05
 QUEUE_FRAMES = 4            # file mode: frames waiting for inference, results waiting to draw
 RESULTS_LIVE = 16           # live mode: results waiting to be logged (drained every frame)
 WINDOW_TITLE = "realtime detector"
+MAX_TRACK_LINES = 20        # tracks named in the end-of-run summary
 SHAPES_MODEL = Path(__file__).resolve().parents[2] / "models" / "shapes-clip"
 KEY_QUIT, KEY_ESC, KEY_PAUSE, KEY_HEAT, KEY_SNAP = ord("q"), 27, ord(" "), ord("h"), ord("s")
 KEYS_UP, KEYS_DOWN = (ord("+"), ord("=")), (ord("-"), ord("_"))
@@ -145,6 +147,21 @@ def check_grid(reader: Reader, config: Config) -> None:
         from ..engine.tiles import grid_for_frame
 
         grid_for_frame(reader.width, reader.height, config.detector)
+
+
+def tracking_config(config: Config, source_kind: str) -> tuple[Config, Tracker | None]:
+    """The config the detector is built with, and the tracker (None: raw detections).
+
+    While tracking, the detector reports boxes down to track.keep_score, so that a
+    weaker box can keep a shown object alive; only boxes that pass detector.gate
+    start a track (the tracker's start score), so nothing new appears below it.
+    """
+    if not config.track.active(source_kind):
+        return config, None
+    tracker = Tracker.from_config(config.track, start_score=config.detector.gate)
+    gate = min(config.detector.gate, config.track.keep_score)
+    return dataclasses.replace(config, detector=dataclasses.replace(config.detector,
+                                                                    gate=gate)), tracker
 
 
 def load_detector(prompts: tuple[str, ...], config: Config):
@@ -305,6 +322,7 @@ class Summary:
     error: str = ""
     frames_shown: int = 0
     elapsed_s: float = 0.0
+    tracks: tuple[TrackSummary, ...] | None = None    # None: the run was not tracked
 
     @property
     def exit_code(self) -> int:
@@ -325,6 +343,16 @@ class Summary:
         if self.reason in ("SIGINT", "SIGTERM"):
             return f"stopped by {self.reason}: {counts}"
         return f"done: {counts}"
+
+    def track_lines(self, most: int = MAX_TRACK_LINES) -> list[str]:
+        """The tracks shown in the run, one line each (the first `most`, then a count)."""
+        if self.tracks is None:
+            return []
+        lines = [f"tracks: {len(self.tracks)} shown"]
+        lines += [f"  {track.line()}" for track in self.tracks[:most]]
+        if len(self.tracks) > most:
+            lines.append(f"  ... and {len(self.tracks) - most} more")
+        return lines
 
 
 @dataclass
@@ -473,7 +501,17 @@ class RenderLoop:
                        edit_error=self.edit.error if self.edit is not None else "")
 
     def _compose(self) -> np.ndarray:
-        return compose(self.view.frame.image, self.view.detections, self._overlay())
+        return compose(self.view.frame.image, self._detections_now(), self._overlay())
+
+    def _detections_now(self) -> Detections | None:
+        """The newest detections; tracked ones moved along their velocities to the
+        shown frame's time, so that boxes glide between inference results (live) and
+        stay put on their own frame (files: the same time)."""
+        detections, frame = self.view.detections, self.view.frame
+        if detections is None or not detections.tracked:
+            return detections
+        height, width = frame.image.shape[:2]
+        return advance(detections, frame.timestamp_s, MAX_AHEAD_S, (width, height))
 
     def _render(self, write: bool) -> None:
         image = self._compose()
@@ -617,8 +655,10 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
         try:
             check_grid(reader, config)
             web = _start_web(config, controls)     # up while the model loads
+            detector_config, tracker = tracking_config(config, spec.kind)
             # In a helper thread, so that Ctrl+C during a long load stops at once.
-            detector = call_unless_stopped(lambda: detector_factory(prompts, config), stop)
+            detector = call_unless_stopped(lambda: detector_factory(prompts, detector_config),
+                                           stop)
             if stop.is_set():   # interrupted while the model loaded
                 reader.close()
                 _close_web(web)
@@ -641,7 +681,9 @@ def run(config: Config, *, detector_factory: Callable = load_detector, display=N
                 fullscreen=config.app.fullscreen)
         summary = _run_pipeline(config, reader, detector, outputs, display, stop, signals,
                                 backoff or Backoff(max_s=config.app.reconnect_delay_max_s),
-                                on_frame, controls, web)
+                                on_frame, controls, web, tracker)
+    for line in summary.track_lines():
+        print(line, file=sys.stderr)
     print(summary.line(), file=sys.stderr)
     return summary.exit_code
 
@@ -680,7 +722,7 @@ def _interrupted(received: str) -> int:
 
 def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, display,
                   stop: threading.Event, signals: SignalStop, backoff: Backoff,
-                  on_frame, controls: Controls, web) -> Summary:
+                  on_frame, controls: Controls, web, tracker: Tracker | None = None) -> Summary:
     app = config.app
     live = reader.live or app.realtime or (app.demo and not app.headless)
     if live:
@@ -693,7 +735,7 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
     capture = Capture(reader, sinks, stop, pace=live and not reader.live,
                       max_frames=app.max_frames, max_reconnects=app.max_reconnects,
                       backoff=backoff)
-    worker = Worker(detector, to_worker, results, stop, controls.prompts)
+    worker = Worker(detector, to_worker, results, stop, controls.prompts, tracker)
     view = View(heatmap=app.heatmap, hud=app.hud, threshold=config.detector.threshold,
                 device=_device_name(detector))
     progress = None if live else _progress_bar(reader, app.max_frames)
@@ -723,8 +765,11 @@ def _run_pipeline(config: Config, reader: Reader, detector, outputs: Outputs, di
             if progress is not None:
                 progress.close()   # before the summary: it gets a line of its own
     error = error or closing_error
-    return _summary(loop, capture, worker, signals.received, error,
-                    time.monotonic() - started)
+    summary = _summary(loop, capture, worker, signals.received, error,
+                       time.monotonic() - started)
+    if tracker is not None:   # the worker has stopped (or is left behind): a read is safe
+        summary = dataclasses.replace(summary, tracks=tuple(tracker.summary()))
+    return summary
 
 
 def _one_line(exc: Exception) -> str:

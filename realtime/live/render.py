@@ -142,11 +142,17 @@ def draw_box(image: np.ndarray, box, colour: tuple[int, int, int], caption: str)
     draw_label(image, caption, x1, y1 - tag_h if y1 >= tag_h else y1 + thickness, colour)
 
 
+def caption_of(detections: Detections, i: int) -> str:
+    """"label 87%", or "label #3 87%" for a tracked box (its track ID)."""
+    label = short_label(detections.labels[int(detections.label_ids[i])])
+    track = f" #{int(detections.track_ids[i])}" if detections.tracked else ""
+    return f"{label}{track} {float(detections.scores[i]) * 100:.0f}%"
+
+
 def draw_detections(image: np.ndarray, detections: Detections) -> None:
-    """Every box as "label 87%" in its prompt's colour."""
-    for box, score, label_id in zip(detections.boxes, detections.scores, detections.label_ids):
-        label = short_label(detections.labels[int(label_id)])
-        draw_box(image, box, label_colour(int(label_id)), f"{label} {float(score) * 100:.0f}%")
+    """Every box as "label 87%" (tracked: "label #id 87%") in its prompt's colour."""
+    for i, (box, label_id) in enumerate(zip(detections.boxes, detections.label_ids)):
+        draw_box(image, box, label_colour(int(label_id)), caption_of(detections, i))
 
 
 def draw_heatmap(image: np.ndarray, score_maps: np.ndarray, alpha: float = 0.5) -> None:

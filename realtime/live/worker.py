@@ -8,6 +8,9 @@ touched by this thread: the threshold arrives on a small control queue, a new
 prompt set through the :class:`~realtime.control.PromptController` (the
 newest request wins; only prompts the detector has not seen are encoded).
 Each result carries the generation of the prompt set it was detected with.
+With a :class:`~realtime.track.Tracker` the detections are tracked here, in
+frame order and on the source's timestamps, so the tracker too is only ever
+touched by this thread.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from ..buffers import Buffer
 from .capture import CaptureEnd, Frame
 from ..control import PromptController
 from ..detections import Detections
+from ..track import Tracker
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +64,14 @@ class SetThreshold:
 class Worker:
     """The inference thread.  `detector` needs ``detect(image, index, timestamp_s)``,
     ``set_threshold`` and ``set_prompts``; `prompts` (optional) is where prompt
-    changes come from."""
+    changes come from; `tracker` (optional) tracks every result before it is
+    passed on."""
 
     def __init__(self, detector, inbox: Buffer, outbox: Buffer, stop: threading.Event,
-                 prompts: PromptController | None = None) -> None:
+                 prompts: PromptController | None = None,
+                 tracker: Tracker | None = None) -> None:
         self.detector, self.inbox, self.outbox, self.stop = detector, inbox, outbox, stop
-        self.prompts = prompts
+        self.prompts, self.tracker = prompts, tracker
         self.control: queue.Queue = queue.Queue(maxsize=16)
         self.failed_frames = 0
         self.last_error = ""        # one line: why the last failed frame failed
@@ -120,6 +126,8 @@ class Worker:
     def _detect(self, frame: Frame) -> tuple[Result | None, str]:
         try:
             detections = self.detector.detect(frame.image, frame.index, frame.timestamp_s)
+            if self.tracker is not None:
+                detections = self.tracker.update(detections)
         except Exception as exc:
             self.failed_frames += 1
             error = self.last_error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]

@@ -3,6 +3,7 @@ pipelines, keys, orderly shutdown from each cause, input errors before any work.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -12,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import (FakeCamera, FakeFactory, RecordingDisplay, app_config, pipeline_threads,
-                      read_video, write_video)
+from conftest import (FakeCamera, FakeDetector, FakeFactory, RecordingDisplay, app_config,
+                      pipeline_threads, read_video, write_video)
 from realtime.live import app
 from realtime.config import DEFAULT_MODEL, config_from_dict
 from realtime.live.render import label_colour
@@ -34,7 +35,8 @@ def test_headless_file_run_pairs_every_frame_with_its_own_detections(tmp_path, c
     video = write_video(tmp_path / "in.mp4", 24, size=(160, 120), fps=10.0)
     out, dets = tmp_path / "out.mp4", tmp_path / "d.jsonl"
     factory = FakeFactory()
-    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets)),
+    code = app.run(app_config(source=str(video), output=str(out), detections=str(dets),
+                              track={"enabled": False}),
                    detector_factory=factory)
     assert code == 0
     records = jsonl(dets)
@@ -50,6 +52,45 @@ def test_headless_file_run_pairs_every_frame_with_its_own_detections(tmp_path, c
     assert stderr_lines(capsys)[-1].startswith("done: 24 frames processed, 0 unreadable frames "
                                                "skipped, 0 reconnects, 24 frames shown in ")
     assert pipeline_threads() == []
+
+
+def test_a_tracked_file_run_writes_track_ids_and_names_the_tracks(tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 12, size=(160, 120), fps=10.0)
+    dets = tmp_path / "d.jsonl"
+    factory = FakeFactory()
+    code = app.run(app_config(source=str(video), detections=str(dets),
+                              track={"keep_score": 0.35}), detector_factory=factory)
+    assert code == 0
+    records = jsonl(dets)
+    assert [r["frame"] for r in records] == list(range(12))
+    assert records[0]["detections"] == []            # min_hits 2: not shown on its first frame
+    for record in records[1:]:
+        assert record["detections"] == [{"label": "a red circle",
+                                         "box": [40.0, 30.0, 120.0, 90.0], "score": 0.87,
+                                         "similarity": 0.31, "track_id": 1,
+                                         "state": "confirmed"}]
+        assert set(record) == {"frame", "t", "detections"} | ({"prompts", "generation"}
+                                                              if record is records[0] else set())
+    # while tracking, the detector reports boxes down to a keep_score under the gate
+    assert factory.built[0].config.gate == pytest.approx(0.35)
+    lines = stderr_lines(capsys)
+    assert lines[-3:-1] == ["tracks: 1 shown", "  #1 a red circle: 0.10-1.10 s, 11 frames"]
+    assert lines[-1].startswith("done: 12 frames processed")
+
+
+def test_no_track_and_single_images_give_raw_detections(tmp_path, capsys):
+    video = write_video(tmp_path / "in.mp4", 3, size=(160, 120), fps=10.0)
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), np.full((48, 64, 3), 90, np.uint8))
+    for source, track in ((video, {"enabled": False}), (image, {})):
+        dets = tmp_path / "d.jsonl"
+        factory = FakeFactory()
+        assert app.run(app_config(source=str(source), detections=str(dets), track=track),
+                       detector_factory=factory) == 0
+        first = jsonl(dets)[0]["detections"][0]
+        assert "track_id" not in first and "state" not in first
+        assert factory.built[0].config.gate == 0.5
+    assert not any(line.startswith("tracks:") for line in stderr_lines(capsys))
 
 
 def test_folder_of_images_is_processed_in_order(tmp_path):
@@ -106,6 +147,64 @@ def test_live_render_loop_keeps_its_rate_with_a_slow_detector():
     # behind), and so do the buffers.
     assert max(lags) <= 40
     assert all(r <= app.RESULTS_LIVE and f <= 1 for r, f in sizes)
+
+
+class GlidingDetector(FakeDetector):
+    """A slow detector whose one box moves at 100 px/s of the frame's own time."""
+
+    def detect(self, image, frame_index=0, timestamp_s=0.0):
+        found = super().detect(image, frame_index, timestamp_s)
+        box = np.array([[10 + 100 * timestamp_s, 40, 50 + 100 * timestamp_s, 100]], np.float32)
+        return dataclasses.replace(found, boxes=box)
+
+
+def left_edge(image, row: int = 70):
+    """Column of the leftmost pixel of prompt 0's colour on a row (None: no box there)."""
+    b, g, r = label_colour(0)
+    hits = np.flatnonzero(np.abs(image[row].astype(int) - (b, g, r)).max(axis=1) < 40)
+    return int(hits[0]) if len(hits) else None
+
+
+def test_frames_between_inference_results_draw_boxes_moved_along_their_velocity():
+    camera = FakeCamera(fps=100, size=(320, 120))
+    display, shown = RecordingDisplay(), []
+
+    def watch(loop):
+        if loop.view.detections is not None and len(loop.view.detections):
+            shown.append((loop.view.frame.timestamp_s, loop.view.detections.timestamp_s,
+                          left_edge(loop.view.shown)))
+
+    factory = lambda prompts, config: GlidingDetector(prompts, delay_s=0.1,
+                                                      config=config.detector)
+    code = app.run(app_config(max_frames=160, track={"smoothing": 0.2}),
+                   detector_factory=factory, display=display, reader=camera, on_frame=watch)
+    assert code == 0
+    results = sorted({t_result for _, t_result, _ in shown})
+    assert len(results) >= 8
+    # from the sixth result on, once the filter's velocity has built up
+    between = [(t, t_result, x) for t, t_result, x in shown
+               if t - t_result > 0.03 and t_result >= results[5]]
+    assert len(between) >= 10
+    for t, t_result, x in between:
+        # drawn where the box is at the frame's own time, not where the result left it
+        assert x == pytest.approx(10 + 100 * t, abs=2.5)
+        assert x - (10 + 100 * t_result) >= 2.5
+
+
+def test_frames_between_results_stay_put_without_tracking():
+    camera = FakeCamera(fps=100, size=(320, 120))
+    shown = []
+
+    def watch(loop):
+        if loop.view.detections is not None:
+            shown.append((loop.view.detections.timestamp_s, left_edge(loop.view.shown)))
+
+    factory = lambda prompts, config: GlidingDetector(prompts, delay_s=0.1,
+                                                      config=config.detector)
+    assert app.run(app_config(max_frames=60, track={"enabled": False}),
+                   detector_factory=factory, display=RecordingDisplay(), reader=camera,
+                   on_frame=watch) == 0
+    assert shown and all(x == pytest.approx(10 + 100 * t, abs=1.5) for t, x in shown)
 
 
 def demo_config(**app_keys):

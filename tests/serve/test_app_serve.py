@@ -58,9 +58,12 @@ def test_prompt_changes_over_rest_and_websocket_reach_the_detector(tmp_path):
                                         json={"prompts": rest_prompts}) as response:
                     assert response.status == 202
                     rest_generation = (await response.json())["generation"]
-                seen_rest = await statuses(ws, lambda m: m["labels"] == rest_prompts)
+                # tracked: a new prompt's box shows from its min_hits-th frame
+                seen_rest = await statuses(ws, lambda m: m["labels"] == rest_prompts
+                                           and m["detections"])
                 await ws.send_json({"type": "prompts", "prompts": ws_prompts})
-                seen_ws = await statuses(ws, lambda m: m["labels"] == ws_prompts)
+                seen_ws = await statuses(ws, lambda m: m["labels"] == ws_prompts
+                                         and m["detections"])
                 for change in ({"type": "threshold", "value": 0.25},
                                {"type": "heatmap", "value": True},
                                {"type": "paused", "value": True}):

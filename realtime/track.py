@@ -1,0 +1,298 @@
+"""Tracking: per-frame detections in, the same objects with stable IDs out.
+
+A :class:`Tracker` is fed one :class:`~realtime.detections.Detections` per
+inference frame, in time order, and returns a ``Detections`` holding the
+tracks to show, with ``track_ids``, ``states`` and ``velocities`` filled in.
+Plain numpy; a frame of 20 boxes costs a few tenths of a millisecond.
+
+Per prompt (a box never changes prompt; tracks are keyed by the label text,
+so a prompt change keeps the tracks of the prompts that stay):
+
+- association: greedy one-to-one matching on IoU between each track's box
+  predicted at the frame's time and the frame's boxes, best pairs first,
+  at least ``match_iou``; then, for what is left, a box whose centre lies
+  inside the predicted box (and the other way round) is the same object, as
+  a detector's box may jump by a grid cell between frames;
+- hysteresis: a track starts from a box scoring at least ``start_score`` and
+  is shown once it has been matched on ``min_hits`` inference frames in a row
+  (supervision's ``minimum_consecutive_frames``); a box scoring only
+  ``keep_score`` keeps an existing track alive but never starts one (ByteTrack's
+  low-score second chance); a shown track that is missed keeps being shown,
+  moved along its velocity ("coasting"), until ``hold_s`` seconds have passed
+  since it was last matched (``lost_track_buffer``, in seconds rather than
+  frames so that it means the same at 5 and at 30 inference frames/s);
+- smoothing: box and velocity by an alpha-beta filter (alpha = 1 -
+  ``smoothing``: 0 shows the newest box, towards 1 steadier and slower to
+  follow a change of size), the score by an exponential moving average with
+  the same factor;
+- IDs count up from 1 and are never reused within a run (:meth:`Tracker.reset`
+  restarts them).
+
+Times are the source's (``Detections.timestamp_s``), not the wall clock.
+:func:`advance` moves a tracked result's boxes to a later time: the render
+loop uses it to draw frames captured between two inference results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .detections import Detections
+
+CONFIRMED, COASTING = "confirmed", "coasting"
+MAX_HISTORY = 10_000        # tracks remembered for the run's summary (oldest forgotten)
+MAX_AHEAD_S = 1.0           # boxes are moved along their velocity at most this far ahead
+
+
+@dataclass(frozen=True)
+class TrackSummary:
+    """One track of a run: first shown, last matched (source seconds), and on how many
+    inference frames it was shown."""
+
+    track_id: int
+    label: str
+    first_s: float
+    last_s: float
+    frames: int
+
+    def line(self) -> str:
+        return (f"#{self.track_id} {self.label}: {self.first_s:.2f}-{self.last_s:.2f} s, "
+                f"{self.frames} frames")
+
+
+class _Track:
+    """The state of one tracked object (mutable; owned by its Tracker)."""
+
+    __slots__ = ("box", "confirmed", "hits", "label", "matched", "score", "seen_s",
+                 "similarity", "track_id", "velocity")
+
+    def __init__(self, track_id: int, label: str, box: np.ndarray, score: float,
+                 similarity: float, t_s: float) -> None:
+        self.track_id, self.label = track_id, label
+        self.box = box.astype(np.float64)
+        self.velocity = np.zeros(4)           # px/s of x1, y1, x2, y2
+        self.score, self.similarity = score, similarity
+        self.hits, self.confirmed = 1, False
+        self.seen_s = t_s                     # source time of the box estimate (last match)
+        self.matched = True                   # matched on the latest frame
+
+    def predicted(self, t_s: float, max_ahead_s: float) -> np.ndarray:
+        dt = min(max(t_s - self.seen_s, 0.0), max_ahead_s)
+        return self.box + self.velocity * dt
+
+
+class Tracker:
+    """Stable IDs, hysteresis and smoothing over a stream of per-frame detections."""
+
+    def __init__(self, min_hits: int = 2, hold_s: float = 0.3, start_score: float = 0.5,
+                 keep_score: float = 0.5, smoothing: float = 0.5,
+                 match_iou: float = 0.1) -> None:
+        if min_hits < 1 or hold_s < 0 or not 0 <= smoothing < 1 or not 0 < match_iou <= 1:
+            raise ValueError("min_hits >= 1, hold_s >= 0, 0 <= smoothing < 1, "
+                             "0 < match_iou <= 1")
+        self.min_hits, self.hold_s, self.match_iou = min_hits, hold_s, match_iou
+        self.start_score, self.keep_score = start_score, min(keep_score, start_score)
+        self.alpha = 1.0 - smoothing
+        # Benedict-Bordner: the velocity gain that goes with alpha (no overshoot).
+        self.beta = self.alpha * self.alpha / (2.0 - self.alpha)
+        self.reset()
+
+    @classmethod
+    def from_config(cls, config, start_score: float) -> Tracker:
+        """From a :class:`realtime.config.TrackConfig`; `start_score` is the detector's gate."""
+        return cls(min_hits=config.min_hits, hold_s=config.hold_s, start_score=start_score,
+                   keep_score=config.keep_score, smoothing=config.smoothing,
+                   match_iou=config.match_iou)
+
+    def reset(self) -> None:
+        """Forget every track and restart the IDs at 1."""
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_s: float | None = None
+        self._history: dict[int, list] = {}
+
+    # -- the one call per frame ---------------------------------------------------
+
+    def update(self, detections: Detections) -> Detections:
+        """Match this frame's boxes to the tracks; the tracks to show at its time."""
+        t_s = float(detections.timestamp_s)
+        if self._last_s is not None and t_s < self._last_s:
+            self._tracks = []   # the source's clock went back (a new timeline): start over
+        self._last_s = t_s
+        labels = detections.labels
+        kept: list[_Track] = []
+        for label_id, label in enumerate(labels):
+            mine = np.flatnonzero(detections.label_ids == label_id)
+            tracks = [t for t in self._tracks if t.label == label]
+            kept += self._update_label(tracks, label, detections, mine, t_s)
+        self._tracks = kept        # tracks of prompts no longer asked for are dropped
+        return self._shown(detections, t_s)
+
+    def _update_label(self, tracks: list[_Track], label: str, detections: Detections,
+                      mine: np.ndarray, t_s: float) -> list[_Track]:
+        boxes = detections.boxes[mine].astype(np.float64)
+        scores = detections.scores[mine]
+        predicted = np.array([t.predicted(t_s, self.hold_s) for t in tracks]).reshape(-1, 4)
+        usable = scores >= self.keep_score
+        pairs = _greedy(iou_matrix(predicted, boxes), self.match_iou, usable)
+        # A second chance for what is left: a detector's box can jump by a grid cell
+        # between frames; each centre inside the other's box is the same object.
+        left_r = [r for r in range(len(tracks)) if r not in {p[0] for p in pairs}]
+        left_c = [c for c in range(len(boxes)) if c not in {p[1] for p in pairs}]
+        if left_r and left_c:
+            near = _centres_inside(predicted[left_r], boxes[left_c])
+            pairs += [(left_r[r], left_c[c]) for r, c in
+                      _greedy(near, 1e-9, usable[left_c])]
+        used = set()
+        for t in tracks:
+            t.matched = False
+        for r, c in pairs:
+            self._correct(tracks[r], boxes[c], float(scores[c]),
+                          float(detections.similarities[mine[c]]), t_s)
+            used.add(c)
+        alive = [t for t in tracks if t.matched or (
+            t.confirmed and t_s - t.seen_s <= self.hold_s)]   # a tentative miss ends it
+        for c in range(len(boxes)):
+            if c not in used and scores[c] >= self.start_score:
+                alive.append(self._start(label, boxes[c], float(scores[c]),
+                                         float(detections.similarities[mine[c]]), t_s))
+        return alive
+
+    def _start(self, label: str, box: np.ndarray, score: float, similarity: float,
+               t_s: float) -> _Track:
+        track = _Track(self._next_id, label, box, score, similarity, t_s)
+        self._next_id += 1
+        track.confirmed = self.min_hits <= 1
+        return track
+
+    def _correct(self, track: _Track, box: np.ndarray, score: float, similarity: float,
+                 t_s: float) -> None:
+        """The alpha-beta step: predict to t_s, then move part way to the measured box.
+
+        The velocity is the centre's (the same for x1 and x2, y1 and y2): extrapolated
+        corners of a box whose size is noisy would turn it inside out while coasting.
+        It starts at 0 and builds up with the filter's gain, so one jump of a
+        detector's box does not fling a track across the frame.
+        """
+        dt = t_s - track.seen_s
+        predicted = track.box + track.velocity * dt if dt > 0 else track.box
+        residual = box - predicted
+        if dt > 0:
+            shift = (residual[:2] + residual[2:]) / 2          # of the centre
+            track.velocity = track.velocity + self.beta * np.tile(shift, 2) / dt
+        track.box = predicted + self.alpha * residual
+        track.score += self.alpha * (score - track.score)
+        track.similarity, track.seen_s, track.matched = similarity, t_s, True
+        track.hits += 1
+        track.confirmed = track.confirmed or track.hits >= self.min_hits
+
+    def _shown(self, detections: Detections, t_s: float) -> Detections:
+        shown = [t for t in self._tracks if t.confirmed]
+        shown.sort(key=lambda t: (detections.labels.index(t.label), t.track_id))
+        for t in shown:
+            self._remember(t, t_s)
+        return _as_detections(detections, shown, t_s, self.hold_s)
+
+    def _remember(self, track: _Track, t_s: float) -> None:
+        entry = self._history.get(track.track_id)
+        if entry is None:
+            if len(self._history) >= MAX_HISTORY:
+                self._history.pop(next(iter(self._history)))
+            self._history[track.track_id] = [track.label, t_s, track.seen_s, 1]
+        else:
+            entry[2], entry[3] = track.seen_s, entry[3] + 1
+
+    # -- between frames -----------------------------------------------------------
+
+    def predict(self, t_s: float, labels: tuple[str, ...] | None = None) -> Detections:
+        """The shown tracks moved along their velocities to time `t_s` (no state changes)."""
+        labels = labels if labels is not None else tuple(dict.fromkeys(
+            t.label for t in self._tracks))
+        shown = [t for t in self._tracks if t.confirmed and t.label in labels]
+        base = Detections(labels, frame_index=0, timestamp_s=t_s)
+        return _as_detections(base, shown, t_s, self.hold_s, moved=True)
+
+    def summary(self) -> list[TrackSummary]:
+        """Every track shown in this run (up to MAX_HISTORY, the newest), by ID."""
+        return [TrackSummary(track_id, label, first, last, frames)
+                for track_id, (label, first, last, frames) in sorted(self._history.items())]
+
+
+def _as_detections(base: Detections, tracks: list[_Track], t_s: float,
+                   max_ahead_s: float, moved: bool = False) -> Detections:
+    n = len(tracks)
+    boxes = np.array([t.predicted(t_s, max_ahead_s) if moved or not t.matched else t.box
+                      for t in tracks], np.float32).reshape(n, 4)
+    return replace(
+        base,
+        boxes=boxes,
+        scores=np.array([t.score for t in tracks], np.float32),
+        similarities=np.array([t.similarity for t in tracks], np.float32),
+        label_ids=np.array([base.labels.index(t.label) for t in tracks], np.int64),
+        track_ids=np.array([t.track_id for t in tracks], np.int64),
+        states=np.array([CONFIRMED if t.matched else COASTING for t in tracks], dtype="<U9"),
+        velocities=np.array([t.velocity for t in tracks], np.float32).reshape(n, 4),
+    )
+
+
+def advance(detections: Detections, t_s: float, max_ahead_s: float = MAX_AHEAD_S,
+            frame_size: tuple[int, int] | None = None) -> Detections:
+    """A tracked result's boxes moved along their velocities to time `t_s`.
+
+    For the frames shown between two inference results: at most `max_ahead_s`
+    past the result's own time (a stalled detector must not fling boxes off),
+    and kept inside a ``(width, height)`` frame when given.  Untracked
+    results (no velocities) come back unchanged.
+    """
+    if detections.velocities is None or len(detections) == 0:
+        return detections
+    dt = min(max(t_s - detections.timestamp_s, 0.0), max_ahead_s)
+    if dt == 0.0:
+        return detections
+    boxes = detections.boxes + detections.velocities * dt
+    if frame_size is not None:
+        width, height = frame_size
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return replace(detections, boxes=boxes.astype(np.float32))
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) IoU of [x1, y1, x2, y2] boxes."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    ix = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    iy = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+
+
+def _centres_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the pairs whose centres each lie inside the other box, else 0."""
+    ca = (a[:, :2] + a[:, 2:]) / 2
+    cb = (b[:, :2] + b[:, 2:]) / 2
+    inside = lambda c, box: ((c[:, None, 0] >= box[None, :, 0]) & (c[:, None, 0] <= box[None, :, 2])
+                             & (c[:, None, 1] >= box[None, :, 1]) & (c[:, None, 1] <= box[None, :, 3]))
+    mutual = inside(ca, b) & inside(cb, a).T
+    return np.where(mutual, np.maximum(iou_matrix(a, b), 1e-6), 0.0)
+
+
+def _greedy(iou: np.ndarray, least: float, usable: np.ndarray) -> list[tuple[int, int]]:
+    """One-to-one (row, col) pairs with IoU >= least, best first; only `usable` columns."""
+    if iou.size == 0:
+        return []
+    iou = np.where(usable[None, :], iou, 0.0)
+    rows, cols = np.nonzero(iou >= least)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_r, used_c, pairs = set(), set(), []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
