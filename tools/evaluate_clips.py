@@ -41,6 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from realtime.engine.boxes import iou_matrix  # noqa: E402
 from tools.clip_suite import KINDS, Clip, suite, write_clip  # noqa: E402
 
 VISIBLE = 0.5      # objects less than half inside the frame are neither required nor wrong
@@ -78,17 +79,6 @@ class Counts:
                 "duplicates_per_object": rate(self.duplicates, self.objects),
                 "ms_per_frame": rate(self.ms_sum, self.ms_frames),
                 "objects": self.objects, "frames": self.frames}
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(len(a), len(b)) IoU of [x1, y1, x2, y2] boxes."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    ix = np.clip(np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    iy = np.clip(np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = ix * iy
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
 def greedy_matches(iou: np.ndarray, least: float) -> list[tuple[int, int]]:

@@ -53,7 +53,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from realtime.detections import Detections  # noqa: E402
-from realtime.track import Tracker, iou_matrix  # noqa: E402
+from realtime.engine.boxes import iou_matrix  # noqa: E402
+from realtime.track import Tracker  # noqa: E402
 from tools.clip_suite import KINDS, Clip, suite  # noqa: E402
 
 VISIBLE = 0.5          # as tools/evaluate_clips.py

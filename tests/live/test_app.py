@@ -255,7 +255,9 @@ def test_demo_in_a_window_plays_like_a_camera():
 
 
 def test_keys_change_threshold_heatmap_pause_and_write_snapshots(tmp_path, video_file):
-    keys = {2: ord("+"), 3: ord("h"), 4: ord("s"), 6: ord("-"), 7: ord("-")}
+    # The worker runs at most QUEUE_FRAMES + 1 frames ahead of the display, so
+    # keys 12 frames apart must reach it on frames of their own.
+    keys = {2: ord("+"), 3: ord("h"), 4: ord("s"), 14: ord("-"), 15: ord("-")}
     display, factory = RecordingDisplay(keys), FakeFactory()
     seen = {}
 
@@ -265,7 +267,7 @@ def test_keys_change_threshold_heatmap_pause_and_write_snapshots(tmp_path, video
     code = app.run(app_config(source=str(video_file), snapshot_dir=str(tmp_path)),
                    detector_factory=factory, display=display, on_frame=watch)
     assert code == 0
-    assert seen[2] == (0.55, False) and seen[3] == (0.55, True) and seen[7] == (0.45, True)
+    assert seen[2] == (0.55, False) and seen[3] == (0.55, True) and seen[15] == (0.45, True)
     thresholds = factory.built[0].thresholds
     assert 0.55 in thresholds and thresholds[-1] == 0.45   # the worker's detector got them
     snapshots = list(tmp_path.glob("snapshot-*.png"))
