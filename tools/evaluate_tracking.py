@@ -76,12 +76,16 @@ class Tally:
     toggles: int = 0
     object_s: float = 0.0
     jitter: list = field(default_factory=list)
+    appear: list = field(default_factory=list)   # frames from first in view to first box
+    linger: list = field(default_factory=list)   # seconds a box outlives its object's exit
     tracked: bool = True
 
     def add(self, other: Tally) -> None:
         for name in ("gt", "boxes", "tp", "idsw", "frag", "idtp", "toggles", "object_s"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.jitter += other.jitter
+        self.appear += other.appear
+        self.linger += other.linger
 
     def figures(self) -> dict:
         fp, fn = self.boxes - self.tp, self.gt - self.tp
@@ -97,6 +101,8 @@ class Tally:
             "fragmentations": self.frag if ids else None,
             "toggles_per_object_s": rate(self.toggles, self.object_s),
             "jitter": float(np.median(self.jitter)) if self.jitter else float("nan"),
+            "appear_frames_max": max(self.appear) if self.appear else float("nan"),
+            "linger_s_max": max(self.linger) if self.linger else float("nan"),
             "object_s": round(self.object_s, 2), "ground_truth": self.gt,
         }
 
@@ -107,8 +113,19 @@ def score_clip(clip: Clip, frames: Sequence[Detections], tracked: bool) -> Tally
     pairs: dict[tuple[int, int], int] = {}   # (gt id, track id) -> frames matched (IDTP)
     covered: dict[int, list] = {}            # gt id -> [(frame, on, centre, size)]
     previous: dict[int, int] = {}            # gt id -> track id matched on the last frame
+    excess: list[dict] = []                  # per frame: label -> boxes beyond objects in view
+    in_view: list[set] = []                  # per frame: gt ids in view
+    labels_of: dict[int, str] = {}           # gt id -> its prompt
     for i, truth in enumerate(clip.truth()):
         shown = frames[i]
+        in_view.append({int(truth.identities[k]) for k in range(len(truth.labels))
+                        if truth.visible[k] >= VISIBLE})
+        excess.append({label: sum(shown.labels[j] == label for j in shown.label_ids)
+                       - sum(lab == label and truth.visible[k] >= VISIBLE
+                             for k, lab in enumerate(truth.labels))
+                       for label in set(shown.labels)})
+        labels_of.update({int(truth.identities[k]): truth.labels[k]
+                          for k in range(len(truth.labels))})
         gt_rows = [k for k in range(len(truth.labels)) if truth.visible[k] >= VISIBLE]
         keep = _judged_boxes(truth, shown)
         tally.boxes += int(keep.sum())
@@ -148,7 +165,25 @@ def score_clip(clip: Clip, frames: Sequence[Detections], tracked: bool) -> Tally
         shown_from = on.index(True) if True in on else len(on)   # appearing is no flicker
         tally.toggles += sum(a != b for a, b in zip(on[shown_from:], on[shown_from + 1:]))
         tally.jitter += _jitter(seq)
+        if True in on:
+            tally.appear.append(on.index(True))
+    tally.linger += _lingering(in_view, excess, labels_of, clip.fps)
     return tally
+
+
+def _lingering(in_view: list[set], excess: list[dict], labels_of: dict, fps: float) -> list:
+    """For each exit of an object from view: seconds its prompt keeps more boxes than
+    objects in view (the track coasting on), until it re-enters or the clip ends."""
+    out = []
+    for gid, label in labels_of.items():
+        for i in range(1, len(in_view)):
+            if gid in in_view[i - 1] and gid not in in_view[i]:
+                frames = 0
+                while (i + frames < len(in_view) and gid not in in_view[i + frames]
+                       and excess[i + frames].get(label, 0) > 0):
+                    frames += 1
+                out.append(frames / fps)
+    return out
 
 
 def _judged_boxes(truth, shown: Detections) -> np.ndarray:
@@ -307,7 +342,9 @@ COLUMNS = (("recall_50", "recall@0.5", "{:.3f}"), ("precision_50", "precision@0.
            ("id_switches", "ID switches", "{}"), ("idsw_per_10_s", "IDSW / 10 s", "{:.2f}"),
            ("fragmentations", "frag", "{}"),
            ("toggles_per_object_s", "toggles / object-s", "{:.3f}"),
-           ("jitter", "jitter", "{:.4f}"))
+           ("jitter", "jitter", "{:.4f}"),
+           ("appear_frames_max", "first box after (frames, max)", "{}"),
+           ("linger_s_max", "box after exit (s, max)", "{:.2f}"))
 
 
 def format_table(rows: Sequence[dict]) -> str:

@@ -64,3 +64,19 @@ def test_raw_rows_have_no_identity_metrics(twins):
     figures = ev.score_clip(twins, from_truth(twins), tracked=False).figures()
     assert figures["idf1"] is None and figures["id_switches"] is None
     assert figures["mota"] == 1.0
+
+
+def test_latency_to_the_first_box_and_time_a_box_outlives_its_object():
+    clip = make_clip("enter-leave", seed=0, frames=45)
+    seen = [{int(g) for g, v in zip(t.identities, t.visible) if v >= ev.VISIBLE}
+            for t in clip.truth()]
+    exits = [i for i in range(1, len(seen)) if seen[i - 1] - seen[i]]
+    assert exits, "the clip has an object leaving the view"
+    gid, exit_frame = next(iter(seen[exits[0] - 1] - seen[exits[0]])), exits[0]
+    first = min(i for i, s in enumerate(seen) if gid in s)
+    late = lambda i, g: g in seen[i] and (g != gid or i >= first + 2)
+    figures = ev.score_clip(clip, from_truth(clip, keep=late), tracked=True).figures()
+    assert figures["appear_frames_max"] == 2 and figures["linger_s_max"] == 0
+    lingering = lambda i, g: g in seen[i] or (g == gid and exit_frame <= i < exit_frame + 2)
+    figures = ev.score_clip(clip, from_truth(clip, keep=lingering), tracked=True).figures()
+    assert figures["linger_s_max"] == pytest.approx(2 / clip.fps)   # boxes exist while it is partly in view
