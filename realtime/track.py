@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .detections import Detections
-from .engine.boxes import iou_matrix
+from .engine.boxes import greedy_pairs, iou_matrix
 
 CONFIRMED, COASTING = "confirmed", "coasting"
 MAX_HISTORY = 10_000        # tracks remembered for the run's summary (oldest forgotten)
@@ -205,16 +205,6 @@ class Tracker:
         else:
             entry[2], entry[3] = track.seen_s, entry[3] + 1
 
-    # -- between frames -----------------------------------------------------------
-
-    def predict(self, t_s: float, labels: tuple[str, ...] | None = None) -> Detections:
-        """The shown tracks moved along their velocities to time `t_s` (no state changes)."""
-        labels = labels if labels is not None else tuple(dict.fromkeys(
-            t.label for t in self._tracks))
-        shown = [t for t in self._tracks if t.confirmed and t.label in labels]
-        base = Detections(labels, frame_index=0, timestamp_s=t_s)
-        return _as_detections(base, shown, t_s, self.hold_s, moved=True)
-
     def summary(self) -> list[TrackSummary]:
         """Every track shown in this run (up to MAX_HISTORY, the newest), by ID."""
         return [TrackSummary(track_id, label, first, last, frames)
@@ -222,9 +212,9 @@ class Tracker:
 
 
 def _as_detections(base: Detections, tracks: list[_Track], t_s: float,
-                   max_ahead_s: float, moved: bool = False) -> Detections:
+                   max_ahead_s: float) -> Detections:
     n = len(tracks)
-    boxes = np.array([t.predicted(t_s, max_ahead_s) if moved or not t.matched else t.box
+    boxes = np.array([t.box if t.matched else t.predicted(t_s, max_ahead_s)
                       for t in tracks], np.float32).reshape(n, 4)
     return replace(
         base,
@@ -272,16 +262,4 @@ def _centres_inside(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _greedy(iou: np.ndarray, least: float, usable: np.ndarray) -> list[tuple[int, int]]:
     """One-to-one (row, col) pairs with IoU >= least, best first; only `usable` columns."""
-    if iou.size == 0:
-        return []
-    iou = np.where(usable[None, :], iou, 0.0)
-    rows, cols = np.nonzero(iou >= least)
-    order = np.argsort(-iou[rows, cols], kind="stable")
-    used_r, used_c, pairs = set(), set(), []
-    for k in order:
-        r, c = int(rows[k]), int(cols[k])
-        if r not in used_r and c not in used_c:
-            used_r.add(r)
-            used_c.add(c)
-            pairs.append((r, c))
-    return pairs
+    return greedy_pairs(np.where(usable[None, :], iou, 0.0), least)

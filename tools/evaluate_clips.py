@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from realtime.engine.boxes import iou_matrix  # noqa: E402
+from realtime.engine.boxes import greedy_pairs, iou_matrix  # noqa: E402
 from tools.clip_suite import KINDS, Clip, suite, write_clip  # noqa: E402
 
 VISIBLE = 0.5      # objects less than half inside the frame are neither required nor wrong
@@ -81,16 +81,6 @@ class Counts:
                 "objects": self.objects, "frames": self.frames}
 
 
-def greedy_matches(iou: np.ndarray, least: float) -> list[tuple[int, int]]:
-    """One-to-one (row, col) pairs with IoU >= least, best pairs first."""
-    pairs = sorted(zip(*np.nonzero(iou >= least)), key=lambda rc: -iou[rc])
-    used_r, used_c, out = set(), set(), []
-    for r, c in pairs:
-        if r not in used_r and c not in used_c:
-            used_r.add(r), used_c.add(c), out.append((int(r), int(c)))
-    return out
-
-
 def score_frame(truth, detections: Sequence[dict], absent: Iterable[str]) -> Counts:
     """Counts of one frame: `truth` a ScriptedFrame, `detections` its JSON Lines boxes."""
     counts = Counts(frames=1)
@@ -112,8 +102,8 @@ def score_frame(truth, detections: Sequence[dict], absent: Iterable[str]) -> Cou
             continue
         iou = iou_matrix(truth.boxes[counted], boxes)
         counts.objects += len(counted)
-        counts.found_50 += len(greedy_matches(iou, 0.5))
-        right = len(greedy_matches(iou, 0.3))
+        counts.found_50 += len(greedy_pairs(iou, 0.5))
+        right = len(greedy_pairs(iou, 0.3))
         counts.found_30 += right
         counts.boxes_right_30 += right
         if len(boxes):

@@ -42,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -81,11 +81,9 @@ class Tally:
     tracked: bool = True
 
     def add(self, other: Tally) -> None:
-        for name in ("gt", "boxes", "tp", "idsw", "frag", "idtp", "toggles", "object_s"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.jitter += other.jitter
-        self.appear += other.appear
-        self.linger += other.linger
+        for f in fields(self):
+            if f.name != "tracked":
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def figures(self) -> dict:
         fp, fn = self.boxes - self.tp, self.gt - self.tp

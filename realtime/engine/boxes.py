@@ -139,6 +139,21 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
 
 
+def greedy_pairs(iou: np.ndarray, least: float) -> list[tuple[int, int]]:
+    """One-to-one (row, col) pairs with IoU >= least, best pairs first."""
+    if iou.size == 0:
+        return []
+    rows, cols = np.nonzero(iou >= least)
+    used_r, used_c, pairs = set(), set(), []
+    for k in np.argsort(-iou[rows, cols], kind="stable"):
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
 def merge_overlapping(items: list[tuple[np.ndarray, float, float]], iou: float
                       ) -> list[tuple[np.ndarray, float, float]]:
     """Merge boxes of one prompt that overlap more than `iou` (or nest) into their union.

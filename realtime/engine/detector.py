@@ -146,7 +146,7 @@ class Detector:
         if fits and fine is not None:
             fits = not self.refine_check.observe(probability, grid, fine.relevance, fine.grid,
                                                  self.config.gate)
-            self.method.use_fine = self.refine_check.trusted or not self.refine_check.decided
+            self.method.use_fine = self.refine_check.needs_patch_map
         boxes = maps_to_boxes(relevance, similarity, probability, grid, self.config,
                               fine=None if fits else fine)
         return _Regions(boxes, fits)

@@ -199,6 +199,7 @@ class RefineCheck:
     def __init__(self) -> None:
         self.hits: list[bool] = []
         self.correlations: list[float] = []
+        self._verdict: bool | None = None     # set once decided: it never changes again
 
     @property
     def decided(self) -> bool:
@@ -206,12 +207,23 @@ class RefineCheck:
 
     @property
     def trusted(self) -> bool:
+        if self._verdict is not None:
+            return self._verdict
         if not self.hits:
             return True
         hits = float(np.mean(self.hits))
         if not self.decided:    # undecided: distrust only what the checks so far rule out
             hits = _upper_bound(hits, len(self.hits))
-        return hits >= self.HITS and float(np.median(self.correlations)) >= self.CORRELATION
+        verdict = hits >= self.HITS and float(np.median(self.correlations)) >= self.CORRELATION
+        if self.decided:
+            self._verdict = verdict
+        return verdict
+
+    @property
+    def needs_patch_map(self) -> bool:
+        """Whether the refine pass is still worth computing: to outline boxes, or to
+        go on checking."""
+        return self.trusted or not self.decided
 
     def observe(self, probability: np.ndarray, grid, fine: np.ndarray, fine_grid,
                 gate: float) -> bool:
