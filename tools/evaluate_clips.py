@@ -47,8 +47,19 @@ from tools.clip_suite import KINDS, Clip, suite, write_clip  # noqa: E402
 VISIBLE = 0.5      # objects less than half inside the frame are neither required nor wrong
 
 
+class Sums:
+    """A dataclass of running totals: :meth:`add` adds another one field by field
+    (numbers and lists; flags, such as a bool, are left as they are)."""
+
+    def add(self, other) -> None:
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            if not isinstance(mine, bool):
+                setattr(self, f.name, mine + getattr(other, f.name))
+
+
 @dataclass
-class Counts:
+class Counts(Sums):
     """Sums over frames; :meth:`figures` turns them into rates."""
 
     frames: int = 0
@@ -63,10 +74,6 @@ class Counts:
     duplicates: int = 0
     ms_sum: float = 0.0
     ms_frames: int = 0
-
-    def add(self, other: "Counts") -> None:
-        for f in fields(self):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def figures(self) -> dict[str, float]:
         rate = lambda a, b: a / b if b else float("nan")

@@ -42,7 +42,7 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Sequence
 
@@ -56,15 +56,15 @@ from realtime.detections import Detections  # noqa: E402
 from realtime.engine.boxes import iou_matrix  # noqa: E402
 from realtime.track import Tracker  # noqa: E402
 from tools.clip_suite import KINDS, Clip, suite  # noqa: E402
+from tools.evaluate_clips import VISIBLE, Sums  # noqa: E402
 
-VISIBLE = 0.5          # as tools/evaluate_clips.py
 MATCH_IOU = 0.5        # CLEAR and Identity thresholds (TrackEval's default)
 COVER_IOU = 0.3        # "a box covers the object", for flicker and jitter
 DEFAULT_KINDS = ("single", "two-classes", "twins", "enter-leave", "overlap")
 
 
 @dataclass
-class Tally:
+class Tally(Sums):
     """Sums over clips; :meth:`figures` turns them into the table's numbers."""
 
     gt: int = 0
@@ -79,11 +79,6 @@ class Tally:
     appear: list = field(default_factory=list)   # frames from first in view to first box
     linger: list = field(default_factory=list)   # seconds a box outlives its object's exit
     tracked: bool = True
-
-    def add(self, other: Tally) -> None:
-        for f in fields(self):
-            if f.name != "tracked":
-                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
     def figures(self) -> dict:
         fp, fn = self.boxes - self.tp, self.gt - self.tp
