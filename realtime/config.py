@@ -188,6 +188,15 @@ class TrackConfig:
                             "steadier but slower to follow changes of size", lo=0.0, hi=0.95)
     match_iou: float = _opt(0.1, "least IoU between a track's predicted box and a box of the "
                             "same prompt for them to be the same object", lo=0.01, hi=1.0)
+    gate_sizes: float = _opt(1.0, "a box of the same prompt that overlaps no track is still a "
+                             "track's object when its centre is within this many object sizes "
+                             "(mean side) of the track's predicted centre, plus a share of the "
+                             "distance the track's velocity moved it (docs/method.md)",
+                             lo=0.0, hi=10.0)
+    gate_sizes_per_s: float = _opt(10.0, "and, for a track matched once (no velocity yet), this "
+                                   "many more object sizes per second since then: how fast a new "
+                                   "object may move and still be followed from its second frame",
+                                   lo=0.0, hi=100.0)
 
     def __post_init__(self) -> None:
         _validate(self, "track")

@@ -12,7 +12,15 @@ so a prompt change keeps the tracks of the prompts that stay):
   predicted at the frame's time and the frame's boxes, best pairs first,
   at least ``match_iou``; then, for what is left, a box whose centre lies
   inside the predicted box (and the other way round) is the same object, as
-  a detector's box may jump by a grid cell between frames;
+  a detector's box may jump by a grid cell between frames; then, for what is
+  still left, a distance gate for an object that moved beyond its predicted
+  box (a fast object, a slow detector, a new track that has no velocity yet):
+  the nearest box, relative to the allowed distance, one to one, whose centre
+  is within ``size * (gate_sizes + gate_sizes_per_s * dt) + gate_speed_share
+  * speed * dt`` of the predicted centre (size the box's mean side, dt the
+  seconds since the track's last match; the ``gate_sizes_per_s`` term only
+  while the track has no velocity, after one match) and whose width and height
+  are within ``gate_side_ratio`` of the track's;
 - hysteresis: a track starts from a box scoring at least ``start_score`` and
   is shown once it has been matched on ``min_hits`` inference frames in a row
   (supervision's ``minimum_consecutive_frames``); a box scoring only
@@ -24,7 +32,10 @@ so a prompt change keeps the tracks of the prompts that stay):
 - smoothing: box and velocity by an alpha-beta filter (alpha = 1 -
   ``smoothing``: 0 shows the newest box, towards 1 steadier and slower to
   follow a change of size), the score by an exponential moving average with
-  the same factor;
+  the same factor; a track's first matches use the larger gains of a
+  least-squares line through its matches so far (the velocity is the first
+  displacement at the second match), so a fast object is followed without lag
+  from its second frame;
 - IDs count up from 1 and are never reused within a run (:meth:`Tracker.reset`
   restarts them).
 
@@ -45,6 +56,10 @@ from .engine.boxes import greedy_pairs, iou_matrix
 CONFIRMED, COASTING = "confirmed", "coasting"
 MAX_HISTORY = 10_000        # tracks remembered for the run's summary (oldest forgotten)
 MAX_AHEAD_S = 1.0           # boxes are moved along their velocity at most this far ahead
+GATE_SIZES = 1.0            # the distance gate: object sizes a centre may be off its prediction,
+GATE_SIZES_PER_S = 10.0     # and more per second since the track's last match,
+GATE_SPEED_SHARE = 0.5      # and this share of the distance its estimated velocity covered then
+GATE_SIDE_RATIO = 2.0       # a box more than this much wider/narrower or taller/shorter: not it
 
 
 @dataclass(frozen=True)
@@ -89,11 +104,19 @@ class Tracker:
 
     def __init__(self, min_hits: int = 2, hold_s: float = 0.3, start_score: float = 0.5,
                  keep_score: float = 0.5, smoothing: float = 0.5,
-                 match_iou: float = 0.1) -> None:
+                 match_iou: float = 0.1, gate_sizes: float = GATE_SIZES,
+                 gate_sizes_per_s: float = GATE_SIZES_PER_S,
+                 gate_speed_share: float = GATE_SPEED_SHARE,
+                 gate_side_ratio: float = GATE_SIDE_RATIO) -> None:
         if min_hits < 1 or hold_s < 0 or not 0 <= smoothing < 1 or not 0 < match_iou <= 1:
             raise ValueError("min_hits >= 1, hold_s >= 0, 0 <= smoothing < 1, "
                              "0 < match_iou <= 1")
+        if min(gate_sizes, gate_sizes_per_s, gate_speed_share) < 0 or gate_side_ratio < 1:
+            raise ValueError("gate_sizes, gate_sizes_per_s, gate_speed_share >= 0, "
+                             "gate_side_ratio >= 1")
         self.min_hits, self.hold_s, self.match_iou = min_hits, hold_s, match_iou
+        self.gate_sizes, self.gate_sizes_per_s = gate_sizes, gate_sizes_per_s
+        self.gate_speed_share, self.gate_side_ratio = gate_speed_share, gate_side_ratio
         self.start_score, self.keep_score = start_score, min(keep_score, start_score)
         self.alpha = 1.0 - smoothing
         # Benedict-Bordner: the velocity gain that goes with alpha (no overshoot).
@@ -105,7 +128,8 @@ class Tracker:
         """From a :class:`realtime.config.TrackConfig`; `start_score` is the detector's gate."""
         return cls(min_hits=config.min_hits, hold_s=config.hold_s, start_score=start_score,
                    keep_score=config.keep_score, smoothing=config.smoothing,
-                   match_iou=config.match_iou)
+                   match_iou=config.match_iou, gate_sizes=config.gate_sizes,
+                   gate_sizes_per_s=config.gate_sizes_per_s)
 
     def reset(self) -> None:
         """Forget every track and restart the IDs at 1."""
@@ -146,6 +170,17 @@ class Tracker:
             near = _centres_inside(predicted[left_r], boxes[left_c])
             pairs += [(left_r[r], left_c[c]) for r, c in
                       _greedy(near, 1e-9, usable[left_c])]
+        # A third chance, for an object that moved beyond its predicted box (a new track
+        # has no velocity yet; a slow detector sees a fast object jump): the nearest box
+        # of a similar size within a distance that grows with the object's size, the
+        # time since the track was matched and its speed (see _gate).
+        left_r = [r for r in range(len(tracks)) if r not in {p[0] for p in pairs}]
+        left_c = [c for c in range(len(boxes)) if c not in {p[1] for p in pairs}]
+        if left_r and left_c:
+            closeness = self._gate([tracks[r] for r in left_r], predicted[left_r],
+                                   boxes[left_c], t_s)
+            closeness[:, ~usable[left_c]] = -1.0
+            pairs += [(left_r[r], left_c[c]) for r, c in greedy_pairs(closeness, 0.0)]
         used = set()
         for t in tracks:
             t.matched = False
@@ -161,6 +196,40 @@ class Tracker:
                                          float(detections.similarities[mine[c]]), t_s))
         return alive
 
+    def _gate(self, tracks: list[_Track], predicted: np.ndarray, boxes: np.ndarray,
+              t_s: float) -> np.ndarray:
+        """1 - (centre distance / allowed distance) per (track, box); -1 outside the gate.
+
+        allowed = size * (gate_sizes + gate_sizes_per_s * dt [velocity unknown])
+                  + gate_speed_share * speed * dt
+
+        with size the mean side of the predicted box (px), dt the seconds since the
+        track's last match and speed its centre's (px/s). The distance is from the
+        predicted centre, so this bounds the prediction's error: a detector's box may be
+        off by about the object's size whatever the time; a track matched only once has
+        no velocity yet (0), so its object may have moved up to gate_sizes_per_s of its
+        sizes a second; a track with a velocity may be off by a share of the distance
+        it was moved along it (the estimate's error, a change of speed). A box whose
+        width or height is more than gate_side_ratio times the track's (or less than
+        1 / that) is another object whatever the distance.
+        """
+        dt = np.array([min(max(t_s - t.seen_s, 0.0), MAX_AHEAD_S) for t in tracks])
+        unknown = np.array([t.hits == 1 for t in tracks], float)   # no velocity yet
+        speed = np.array([np.hypot(*t.velocity[:2]) for t in tracks])
+        sides_a = predicted[:, 2:] - predicted[:, :2]
+        sides_b = boxes[:, 2:] - boxes[:, :2]
+        size = sides_a.mean(axis=1)
+        allowed = (size * (self.gate_sizes + self.gate_sizes_per_s * dt * unknown)
+                   + self.gate_speed_share * speed * dt)
+        centre_a = (predicted[:, :2] + predicted[:, 2:]) / 2
+        centre_b = (boxes[:, :2] + boxes[:, 2:]) / 2
+        distance = np.linalg.norm(centre_a[:, None] - centre_b[None], axis=2)
+        ratio = np.maximum(sides_a[:, None], 1e-6) / np.maximum(sides_b[None], 1e-6)
+        alike = np.all((ratio <= self.gate_side_ratio) & (ratio * self.gate_side_ratio >= 1),
+                       axis=2)
+        closeness = 1.0 - distance / np.maximum(allowed, 1e-9)[:, None]
+        return np.where(alike & (closeness >= 0), closeness, -1.0)
+
     def _start(self, label: str, box: np.ndarray, score: float, similarity: float,
                t_s: float) -> _Track:
         track = _Track(self._next_id, label, box, score, similarity, t_s)
@@ -174,20 +243,33 @@ class Tracker:
 
         The velocity is the centre's (the same for x1 and x2, y1 and y2): extrapolated
         corners of a box whose size is noisy would turn it inside out while coasting.
-        It starts at 0 and builds up with the filter's gain, so one jump of a
-        detector's box does not fling a track across the frame.
+        It starts at 0; the first matches use the gains of a least-squares line through
+        the matches so far (:meth:`_gains`), so the second match sets it to the first
+        displacement and a fast object is followed from then on, and the gains fall to
+        the steady ones (alpha, beta) within about five matches.
         """
         dt = t_s - track.seen_s
         predicted = track.box + track.velocity * dt if dt > 0 else track.box
         residual = box - predicted
+        alpha, beta = self._gains(track.hits + 1)
         if dt > 0:
             shift = (residual[:2] + residual[2:]) / 2          # of the centre
-            track.velocity = track.velocity + self.beta * np.tile(shift, 2) / dt
-        track.box = predicted + self.alpha * residual
+            track.velocity = track.velocity + beta * np.tile(shift, 2) / dt
+        track.box = predicted + alpha * residual
         track.score += self.alpha * (score - track.score)
         track.similarity, track.seen_s, track.matched = similarity, t_s, True
         track.hits += 1
         track.confirmed = track.confirmed or track.hits >= self.min_hits
+
+    def _gains(self, k: int) -> tuple[float, float]:
+        """The filter's (alpha, beta) for a track's k-th match (k >= 2).
+
+        Those of a least-squares line through the k matches so far (the expanding-memory
+        filter: 1 and 1 at the second match, so the velocity is the first displacement,
+        then 5/6 and 1/2, 0.7 and 0.3, ...) until they fall to the steady gains.
+        """
+        return (max(self.alpha, 2.0 * (2 * k - 1) / (k * (k + 1))),
+                max(self.beta, 6.0 / (k * (k + 1))))
 
     def _shown(self, detections: Detections, t_s: float) -> Detections:
         shown = [t for t in self._tracks if t.confirmed]

@@ -48,7 +48,7 @@ def test_shifted_boxes_keep_their_ids_and_gain_a_velocity():
     out = run(Tracker(min_hits=1, smoothing=0.5), frames)
     assert all(frame.track_ids.tolist() == [1, 2] for frame in out)
     # 8 px a frame at 10 frames/s is 80 px/s along x; 5 px a frame is 50 px/s along y
-    # (the filter's velocity builds up from 0 over a few frames)
+    # (the velocity is the first displacement at the second match, then filtered)
     np.testing.assert_allclose(out[-1].velocities[0], [80, 0, 80, 0], atol=1.0)
     np.testing.assert_allclose(out[-1].velocities[1], [0, 50, 0, 50], atol=1.0)
     np.testing.assert_allclose(out[-1].boxes, frames[-1], atol=1.0)   # no lag when steady
@@ -139,6 +139,69 @@ def test_two_instances_of_one_prompt_crossing_keep_their_ids():
     assert last[1] > last[2]
 
 
+def test_an_object_jumping_twice_its_size_per_frame_keeps_one_id_and_stays_shown():
+    # 40 px wide, 75 px further right and 20 px down each inference frame (1.9 sizes): no
+    # overlap with the predicted box until the velocity is known
+    frames = [[[10 + 75 * i, 100 + 20 * i, 50 + 75 * i, 140 + 20 * i]] for i in range(8)]
+    out = run(Tracker(min_hits=2), frames)
+    assert [frame.track_ids.tolist() for frame in out] == [[]] + [[1]] * 7
+    assert all(frame.states[0] == CONFIRMED for frame in out[1:])
+    # the velocity is picked up from the first displacement, so the box does not lag
+    np.testing.assert_allclose(out[2].velocities[0], [750, 200, 750, 200], atol=1.0)
+    np.testing.assert_allclose(out[-1].boxes, frames[-1], atol=2.0)
+
+
+def test_a_far_away_box_beyond_the_gate_starts_a_new_track():
+    tracker = Tracker(min_hits=1)
+    frames = [[[100, 100, 140, 140]]] * 3 + [[[400, 300, 440, 340]]]   # 7 sizes away
+    out = run(tracker, frames)
+    assert out[-1].track_ids.tolist() == [1, 2]      # 1 coasts, 2 is new
+    assert list(out[-1].states) == [COASTING, CONFIRMED]
+    np.testing.assert_allclose(out[-1].boxes[0], frames[0][0], atol=1e-3)
+
+
+def test_a_box_much_larger_or_smaller_is_not_taken_by_the_gate():
+    tracker = Tracker(min_hits=1)
+    frames = [[[100, 100, 140, 140]]] * 3 + [[[170, 100, 330, 260]]]   # 4x the side, near
+    assert run(tracker, frames)[-1].track_ids.tolist() == [1, 2]
+
+
+def test_the_gate_never_takes_a_box_of_another_prompt():
+    labels = ("a cat", "a dog")
+    tracker = Tracker(min_hits=1)
+    cat = lambda i: [10 + 60 * i, 100, 50 + 60 * i, 140]        # 1.5 sizes a frame
+    frames = [dets([cat(i)], i / FPS, labels, [0]) for i in range(3)]
+    frames.append(dets([cat(3)], 3 / FPS, labels, [1]))         # where the cat would be
+    out = [tracker.update(f) for f in frames]
+    assert out[-1].track_ids.tolist() == [1, 2]
+    assert out[-1].label_ids.tolist() == [0, 1] and list(out[-1].states) == [COASTING,
+                                                                            CONFIRMED]
+
+
+def test_two_instances_of_one_prompt_passing_near_each_other_fast_keep_their_ids():
+    # 40 px boxes on lanes 50 px apart, moving 60 px a frame in opposite directions: they
+    # pass each other between two frames, each nearer the other's old place than its own
+    frames = [[[10 + 60 * i, 100, 50 + 60 * i, 140], [490 - 60 * i, 150, 530 - 60 * i, 190]]
+              for i in range(9)]
+    out = run(Tracker(min_hits=2), frames)
+    assert all(frame.track_ids.tolist() == [1, 2] for frame in out[1:])
+    for frame, boxes in zip(out[1:], frames[1:]):
+        by_id = dict(zip(frame.track_ids.tolist(), frame.boxes.tolist()))
+        assert by_id[1][1] < 125 < by_id[2][1]        # 1 stays on the upper lane
+        np.testing.assert_allclose(by_id[1], boxes[0], atol=15.0)
+
+
+def test_two_instances_side_by_side_keep_their_ids_when_one_is_missed():
+    a, b = [100, 100, 140, 140], [150, 100, 190, 140]            # 10 px apart
+    frames = [[a, b]] * 3 + [[b]] * 2 + [[a, b]] * 3 + [[a]] * 2 + [[a, b]] * 2
+    out = run(Tracker(min_hits=1, hold_s=0.5), frames)
+    for frame in out:
+        by_id = dict(zip(frame.track_ids.tolist(), frame.boxes.tolist()))
+        assert sorted(by_id) == [1, 2]
+        np.testing.assert_allclose(by_id[1], a, atol=3.0)
+        np.testing.assert_allclose(by_id[2], b, atol=3.0)
+
+
 def test_reset_restarts_the_ids():
     tracker = Tracker(min_hits=1)
     run(tracker, [TWO] * 3)
@@ -209,3 +272,7 @@ def test_track_config_validates_and_resolves_auto():
         config_from_dict({"track": {"smoothing": 1.0}})
     with pytest.raises(ConfigError, match="did you mean track.hold_s"):
         config_from_dict({"track": {"hold": 1}})
+    with pytest.raises(ConfigError, match="track.gate_sizes_per_s"):
+        config_from_dict({"track": {"gate_sizes_per_s": -1}})
+    tracker = Tracker.from_config(TrackConfig(gate_sizes=0.5, gate_sizes_per_s=4.0), 0.5)
+    assert (tracker.gate_sizes, tracker.gate_sizes_per_s) == (0.5, 4.0)
