@@ -121,6 +121,8 @@ class Tracker:
         self.alpha = 1.0 - smoothing
         # Benedict-Bordner: the velocity gain that goes with alpha (no overshoot).
         self.beta = self.alpha * self.alpha / (2.0 - self.alpha)
+        self._fast_matches = next(k for k in range(2, 10_000) if self._gains(k + 1) == (
+            self.alpha, self.beta))   # the last match with gains above the steady ones
         self.reset()
 
     @classmethod
@@ -251,7 +253,9 @@ class Tracker:
         dt = t_s - track.seen_s
         predicted = track.box + track.velocity * dt if dt > 0 else track.box
         residual = box - predicted
-        alpha, beta = self._gains(track.hits + 1)
+        k = track.hits + 1
+        alpha, beta = (self._gains(k) if k <= self._fast_matches and self._alike(predicted, box)
+                       else (self.alpha, self.beta))
         if dt > 0:
             shift = (residual[:2] + residual[2:]) / 2          # of the centre
             track.velocity = track.velocity + beta * np.tile(shift, 2) / dt
@@ -260,6 +264,13 @@ class Tracker:
         track.similarity, track.seen_s, track.matched = similarity, t_s, True
         track.hits += 1
         track.confirmed = track.confirmed or track.hits >= self.min_hits
+
+    def _alike(self, a: np.ndarray, b: np.ndarray) -> bool:
+        """Whether boxes a and b are within gate_side_ratio of each other in width and height
+        (else b is another crop of the object, and its shift no measure of the motion)."""
+        r = self.gate_side_ratio
+        return all(1 / r <= max(a[i + 2] - a[i], 1e-6) / max(b[i + 2] - b[i], 1e-6) <= r
+                   for i in (0, 1))
 
     def _gains(self, k: int) -> tuple[float, float]:
         """The filter's (alpha, beta) for a track's k-th match (k >= 2).
