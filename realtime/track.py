@@ -34,8 +34,9 @@ so a prompt change keeps the tracks of the prompts that stay):
   follow a change of size), the score by an exponential moving average with
   the same factor; a track's first matches use the larger gains of a
   least-squares line through its matches so far (the velocity is the first
-  displacement at the second match), so a fast object is followed without lag
-  from its second frame;
+  displacement at the second match; not from a box of another size, within
+  ``gate_side_ratio``), so a fast object is followed without lag from its
+  second frame;
 - IDs count up from 1 and are never reused within a run (:meth:`Tracker.reset`
   restarts them).
 
@@ -248,7 +249,9 @@ class Tracker:
         It starts at 0; the first matches use the gains of a least-squares line through
         the matches so far (:meth:`_gains`), so the second match sets it to the first
         displacement and a fast object is followed from then on, and the gains fall to
-        the steady ones (alpha, beta) within about five matches.
+        the steady ones (alpha, beta) within about five matches. A box whose width or
+        height differs from the prediction's by more than gate_side_ratio gets the steady
+        gains: another crop of the object, its shift is no measure of the motion.
         """
         dt = t_s - track.seen_s
         predicted = track.box + track.velocity * dt if dt > 0 else track.box
