@@ -84,3 +84,21 @@ def test_held_out_model_through_main_py_on_a_short_clip_set(tmp_path):
 # Measured on this short set (2026-12-02): recall@0.3 0.50, precision@0.3 0.68, mean best
 # IoU 0.32, absent 0.
 FLOORS = {"recall_30": 0.42, "precision_30": 0.55, "mean_best_iou": 0.27, "absent_frames": 0.1}
+
+
+def test_zoom_fit_boxes_fit_objects_on_a_held_out_model_with_fewer_crops_than_a_fine_grid():
+    model = _model(HELD_OUT)
+    zoom = Detector((), DetectorConfig(refine=False, fit_mode="zoom"), model)
+    walkthrough = Detector((), DetectorConfig(fit=False, refine=False), model)
+    ious, crops = {"zoom": [], "walkthrough": []}, []
+    for name, detector in (("zoom", zoom), ("walkthrough", walkthrough)):
+        for clip, truth, found in _run_frames(detector, kinds=("single", "two-classes"), frames=8):
+            if name == "zoom":
+                crops.append(detector.fitter.crops_last_frame)
+            for box, label in zip(truth.boxes, truth.labels):
+                mine = found.for_label(label).boxes
+                ious[name].append(evaluate_clips.iou_matrix(mine, box[None]).max() if len(mine) else 0.0)
+    assert np.mean(ious["zoom"]) >= np.mean(ious["walkthrough"]) + 0.1, ious
+    # the whole 640x480 frame at the zoom's fine layout (16 x 12 tiles, windows of 3) is 140:
+    # the zoom never encodes more, and fewer where the candidates leave part of the frame out
+    assert 0 < np.mean(crops) < 140 and max(crops) <= 140, crops

@@ -24,7 +24,7 @@ from .frames import FrameUploader
 from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
-from .fit import BoxFitter, RefineCheck
+from .fit import BoxFitter, RefineCheck, ZoomFitter
 from .verify import BoxVerifier
 
 
@@ -40,7 +40,8 @@ class Detector:
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
-        self.fitter = BoxFitter(self.model, self.verifier.crops)
+        fitter = ZoomFitter if self.config.fit_mode == "zoom" else BoxFitter
+        self.fitter = fitter(self.model, self.verifier.crops)
         self.refine_check = RefineCheck()
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)

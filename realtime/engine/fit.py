@@ -32,9 +32,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .boxes import Boxes, box_iou
+from .boxes import Boxes, box_iou, merge_overlapping, regions
 from .methods import unit_scores
 from .model import ClipModel
+from .tiles import TileGrid
 
 # Chosen on the tuning model models/contrastive-112-p16 only (docs/method.md);
 # the held-out models never informed them.
@@ -110,6 +111,109 @@ class BoxFitter:
             out_prob.append(p[holding].max())
             out_sim.append(s[holding].max())
         return np.array(out_side), np.array(out_prob, np.float32), np.array(out_sim, np.float32)
+
+
+# Zoom (fit_mode zoom), chosen on the tuning model contrastive-112-p16 only (docs/method.md).
+ZOOM_TILES = 6          # fine tiles per coarse window side: a fine tile is 1/6 window
+ZOOM_WINDOW_TILES = 3   # a fine window is 3 fine tiles: half the coarse window
+ZOOM_CONTEXT_TILES = 3  # fine tiles of context around each candidate region (less: worse)
+ZOOM_THRESHOLD = 0.75   # cut on the region's normalised fine map
+
+
+class ZoomFitter:
+    """Coarse to fine: the walkthrough's windows again, at half the window size and
+    a sixth of its stride, only around each candidate region.
+
+    The fine windows inside each candidate's region (grown by ZOOM_CONTEXT_TILES)
+    are encoded in one batch; per prompt, each fine tile gets the mean score of
+    the windows that covered it, normalised over that prompt's areas, cut at
+    ZOOM_THRESHOLD; each connected part whose best covering window reaches the
+    gate is a box.  The context matters: the normalisation needs background
+    around the object, and a coarse region may sit off its object.
+    """
+
+    def __init__(self, model: ClipModel, crops) -> None:
+        self.model, self.crops = model, crops   # crops(pixels, squares) -> (N, 3, S, S)
+        self.crops_last_frame = 0
+
+    @torch.inference_mode()
+    def __call__(self, pixels: torch.Tensor, found: Boxes, window_px: float,
+                 floor: np.ndarray, text: torch.Tensor, num_prompts: int, gate: float,
+                 merge_iou: float) -> Boxes:
+        """Same call as BoxFitter's (`floor` is not needed here)."""
+        self.crops_last_frame = 0
+        if len(found.boxes) == 0:
+            return found
+        grid = _fine_grid(pixels.shape[-1], pixels.shape[-2], window_px / ZOOM_TILES)
+        windows = grid.window_boxes().astype(float)
+        inside = _windows_inside(windows, found.boxes, ZOOM_CONTEXT_TILES * window_px / ZOOM_TILES)
+        chosen = np.flatnonzero(inside.any(0))
+        if len(chosen) == 0:
+            return found
+        sims, probs = self._scores(pixels, windows[chosen], text, num_prompts)
+        cover = grid.coverage[chosen]
+        out = []
+        for label in np.unique(found.label_ids):
+            mine = inside[found.label_ids == label].any(0)[chosen]
+            items = _fine_boxes(grid, cover[mine], sims[mine, label], probs[mine, label], gate)
+            out += [(b, p, s, label) for b, p, s in merge_overlapping(items, merge_iou)]
+        return _as_boxes(out)
+
+    def _scores(self, pixels, windows: np.ndarray, text, num_prompts):
+        self.crops_last_frame = len(windows)
+        centres = (windows[:, :2] + windows[:, 2:]) / 2
+        side = np.minimum(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])
+        embeddings = self.model.encode_images(self.crops(pixels, squares(centres, side)),
+                                              bucket=True)
+        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        return sims.float().cpu().numpy(), probs.float().cpu().numpy()
+
+
+def _fine_grid(frame_w: int, frame_h: int, tile_px: float) -> TileGrid:
+    k = ZOOM_WINDOW_TILES
+    return TileGrid(frame_w, frame_h, max(k, round(frame_h / tile_px)),
+                    max(k, round(frame_w / tile_px)), k, 1)
+
+
+def _windows_inside(windows: np.ndarray, boxes: np.ndarray, pad_px: float) -> np.ndarray:
+    """(boxes, windows) whether each window lies inside each box grown by pad_px."""
+    areas = boxes.astype(float) + np.array([-pad_px, -pad_px, pad_px, pad_px]) + [-2, -2, 2, 2]
+    return ((windows[None, :, 0] >= areas[:, None, 0]) & (windows[None, :, 1] >= areas[:, None, 1])
+            & (windows[None, :, 2] <= areas[:, None, 2]) & (windows[None, :, 3] <= areas[:, None, 3]))
+
+
+def _fine_boxes(grid: TileGrid, cover: np.ndarray, sims: np.ndarray, probs: np.ndarray,
+                gate: float) -> list[tuple[np.ndarray, float, float]]:
+    """One prompt's boxes from its chosen fine windows: (W, tiles) coverage, (W,) scores."""
+    counts = cover.sum(0)
+    covered = counts > 0
+    means = (sims @ cover)[covered] / counts[covered]
+    shifted = np.clip(means - means.mean(), 0.0, None)      # the walkthrough's normalisation
+    if shifted.max() - shifted.min() <= 1e-12:
+        return []
+    norm = np.zeros(len(counts))
+    norm[covered] = (shifted - shifted.min()) / (shifted.max() - shifted.min())
+    best_prob = np.where(cover > 0, probs[:, None], 0.0).max(0)
+    best_sim = np.where(cover > 0, sims[:, None], -1.0).max(0)
+    items = []
+    for region in regions((norm >= ZOOM_THRESHOLD).reshape(grid.rows, grid.cols)):
+        flat = region.ravel()
+        probability = float(best_prob[flat].max())
+        if probability < gate:
+            continue
+        rows, cols = np.nonzero(region)
+        box = grid.tile_box(rows.min(), cols.min(), rows.max(), cols.max())
+        items.append((np.array(box, np.float32), probability, float(best_sim[flat].max())))
+    return items
+
+
+def _as_boxes(found: list) -> Boxes:
+    if not found:
+        return Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                     np.zeros(0, np.float32), np.zeros(0, np.int64))
+    boxes, probs, sims, labels = zip(*found)
+    return Boxes(np.stack(boxes), np.array(probs, np.float32), np.array(sims, np.float32),
+                 np.array(labels, np.int64))
 
 
 def object_side(sides: np.ndarray, sims: np.ndarray, floor: float) -> tuple[float, np.ndarray]:
