@@ -46,12 +46,16 @@ FALL = 0.35            # the object's edge: the similarity has fallen this share
 GROW = 1.15            # a crop cut to a little inside the object still scores nearly as high
 
 
-class BoxFitter:
-    """Fits every candidate's box with two batches of crops (centre, then size)."""
+class _Fitter:
+    """What both fitters share: the model, the crop maker and the last frame's crop count."""
 
     def __init__(self, model: ClipModel, crops) -> None:
         self.model, self.crops = model, crops   # crops(pixels, squares) -> (N, 3, S, S)
         self.crops_last_frame = 0
+
+
+class BoxFitter(_Fitter):
+    """Fits every candidate's box with two batches of crops (centre, then size)."""
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor, found: Boxes, window_px: float,
@@ -120,7 +124,7 @@ ZOOM_CONTEXT_TILES = 3  # fine tiles of context around each candidate region (le
 ZOOM_THRESHOLD = 0.75   # cut on the region's normalised fine map
 
 
-class ZoomFitter:
+class ZoomFitter(_Fitter):
     """Coarse to fine: the walkthrough's windows again, at half the window size and
     a sixth of its stride, only around each candidate region.
 
@@ -131,10 +135,6 @@ class ZoomFitter:
     gate is a box.  The context matters: the normalisation needs background
     around the object, and a coarse region may sit off its object.
     """
-
-    def __init__(self, model: ClipModel, crops) -> None:
-        self.model, self.crops = model, crops   # crops(pixels, squares) -> (N, 3, S, S)
-        self.crops_last_frame = 0
 
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor, found: Boxes, window_px: float,
