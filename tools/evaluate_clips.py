@@ -16,7 +16,11 @@ flags, and the JSON Lines are scored against the ground truth:
   objects less than half in view are neither right nor wrong);
 - mean best IoU: per object, the best IoU of a box of its caption (0 if none);
 - absent frames: frames on which a box of an absent prompt is drawn;
-- duplicates: extra boxes of an object's caption on it (IoU >= 0.3), per object.
+- duplicates: extra boxes of an object's caption on it (IoU >= 0.3), per object;
+- score AUC: whether the percentage tells a good box from a bad one: the
+  chance that a box on an object of its caption (IoU >= 0.5) scores above a
+  wrong one (IoU < 0.3 with every object of its caption, absent prompts
+  included), ties counting half; 0.5 = the score says nothing.
 
 ``--in-process`` runs the detector directly on the decoded frames instead of
 main.py (same frames, same scoring, no tracking): quicker, for exploring
@@ -31,7 +35,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -74,6 +78,8 @@ class Counts(Sums):
     duplicates: int = 0
     ms_sum: float = 0.0
     ms_frames: int = 0
+    scores_good: list = field(default_factory=list)    # boxes at IoU >= 0.5 on their object
+    scores_bad: list = field(default_factory=list)     # boxes at IoU < 0.3 with every one
 
     def figures(self) -> dict[str, float]:
         rate = lambda a, b: a / b if b else float("nan")
@@ -85,7 +91,18 @@ class Counts(Sums):
                 "absent_frames": rate(self.absent_frames, self.frames),
                 "duplicates_per_object": rate(self.duplicates, self.objects),
                 "ms_per_frame": rate(self.ms_sum, self.ms_frames),
+                "score_auc": score_auc(self.scores_good, self.scores_bad),
                 "objects": self.objects, "frames": self.frames}
+
+
+def score_auc(good: Sequence[float], bad: Sequence[float]) -> float:
+    """P(a good box scores above a bad one), ties half (Mann-Whitney); nan if either is empty."""
+    if not len(good) or not len(bad):
+        return float("nan")
+    good, bad = np.asarray(good, float), np.sort(np.asarray(bad, float))
+    below = np.searchsorted(bad, good, "left")
+    ties = np.searchsorted(bad, good, "right") - below
+    return float((below + ties / 2).sum() / (len(good) * len(bad)))
 
 
 def score_frame(truth, detections: Sequence[dict], absent: Iterable[str]) -> Counts:
@@ -100,11 +117,14 @@ def score_frame(truth, detections: Sequence[dict], absent: Iterable[str]) -> Cou
         counted = [i for i in mine if truth.visible[i] >= VISIBLE]
         ignored = [i for i in mine if truth.visible[i] < VISIBLE]
         counts.boxes += len(boxes)
-        if ignored and len(boxes):
-            on_ignored = iou_matrix(truth.boxes[ignored], boxes).max(axis=0) >= 0.3
-            matched_counted = iou_matrix(truth.boxes[counted], boxes).max(axis=0) >= 0.3 \
-                if counted else np.zeros(len(boxes), bool)
-            counts.boxes_ignored += int((on_ignored & ~matched_counted).sum())
+        on_ignored = iou_matrix(truth.boxes[ignored], boxes).max(axis=0) >= 0.3 \
+            if ignored and len(boxes) else np.zeros(len(boxes), bool)
+        best = iou_matrix(truth.boxes[counted], boxes).max(axis=0) \
+            if counted and len(boxes) else np.zeros(len(boxes))
+        counts.boxes_ignored += int((on_ignored & (best < 0.3)).sum())
+        scores = [d["score"] for d in detections if d["label"] == label]
+        counts.scores_good += [p for p, b in zip(scores, best) if b >= 0.5]
+        counts.scores_bad += [p for p, b, o in zip(scores, best, on_ignored) if b < 0.3 and not o]
         if not counted:
             continue
         iou = iou_matrix(truth.boxes[counted], boxes)
@@ -186,7 +206,7 @@ def evaluate(model: str, runs: Sequence[tuple[str, list[str]]], clips: Sequence[
         detector = _detector(model, extra) if in_process else None
         for clip in clips:
             out = workdir / f"{Path(model).name}-{name}-{clip.name}.jsonl"
-            records = (run_in_process(clip, videos[clip.name], detector) if in_process
+            records = (run_in_process(clip, videos[clip.name], fresh(detector)) if in_process
                        else run_app(clip, videos[clip.name], model, extra, out))
             counts = score_records(clip, records)
             total.add(counts)
@@ -202,6 +222,14 @@ def _video(clip: Clip, workdir: Path) -> Path:
     return path if path.exists() else write_clip(clip, path)
 
 
+def fresh(detector):
+    """A new Detector on the same loaded model and settings: each clip starts the
+    refine self-check afresh, as main.py does on each video."""
+    from realtime import Detector
+
+    return Detector((), detector.config, detector.model)
+
+
 def _detector(model: str, extra: Sequence[str]):
     """A Detector configured as main.py would be by the same flags."""
     from main import build_parser, config_from_args
@@ -213,7 +241,7 @@ def _detector(model: str, extra: Sequence[str]):
 
 def format_table(rows: Sequence[dict]) -> str:
     keys = ("recall_50", "recall_30", "precision_30", "mean_best_iou", "absent_frames",
-            "duplicates_per_object", "ms_per_frame")
+            "duplicates_per_object", "score_auc", "ms_per_frame")
     lines = ["| model | run | " + " | ".join(keys) + " |", "| --- | --- |" + " ---: |" * len(keys)]
     for row in rows:
         if row["clip"] != "all":

@@ -56,7 +56,7 @@ from realtime.detections import Detections  # noqa: E402
 from realtime.engine.boxes import iou_matrix  # noqa: E402
 from realtime.track import Tracker  # noqa: E402
 from tools.clip_suite import KINDS, Clip, suite  # noqa: E402
-from tools.evaluate_clips import VISIBLE, Sums  # noqa: E402
+from tools.evaluate_clips import VISIBLE, Sums, fresh  # noqa: E402
 
 MATCH_IOU = 0.5        # CLEAR and Identity thresholds (TrackEval's default)
 COVER_IOU = 0.3        # "a box covers the object", for flicker and jitter
@@ -297,7 +297,7 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
         cache = _cache(workdir, model, clip, low)
         if detector is None and not cache.exists():
             detector = _detector(model, flags, low)
-        frames = [raw_of(d, low) for d in detect_clip(detector, clip, cache)]
+        frames = [raw_of(d, low) for d in detect_clip(detector and fresh(detector), clip, cache)]
         tracker = Tracker.from_config(config.track, start_score=gate)
         shown = {"raw": [raw_of(d, gate) for d in frames],
                  "tracked": [tracker.update(d) for d in frames]}

@@ -13,8 +13,8 @@ def truth(boxes, labels, visible=None):
                          np.arange(len(boxes)), np.asarray(visible or [1.0] * len(boxes), np.float32))
 
 
-def box(label, b):
-    return {"label": label, "box": list(b)}
+def box(label, b, score=0.9):
+    return {"label": label, "box": list(b), "score": score}
 
 
 def test_a_perfect_box_counts_once_and_a_duplicate_is_counted_as_such():
@@ -34,6 +34,20 @@ def test_window_sized_box_fails_iou_half_and_absent_prompt_flags_the_frame():
     figures = counts.figures()
     assert figures["recall_50"] == 0.0 and figures["recall_30"] == 0.0
     assert figures["absent_frames"] == 1.0 and figures["precision_30"] == 0.0
+
+
+def test_score_auc_ranks_good_boxes_against_wrong_ones_absent_prompts_included():
+    t = truth([[100, 100, 200, 200], [300, 100, 400, 200]], ["a red circle"] * 2)
+    counts = score_frame(t, [box("a red circle", (100, 100, 200, 200), 0.9),
+                             box("a red circle", (300, 100, 390, 200), 0.6),   # good, lower
+                             box("a red circle", (500, 300, 600, 400), 0.7),   # on nothing
+                             box("a blue star", (0, 0, 50, 50), 0.5),          # absent prompt
+                             box("a red circle", (300, 100, 440, 260), 0.8)],  # IoU 0.45: unjudged
+                         absent=("a blue star",))
+    assert sorted(counts.scores_good) == [0.6, 0.9] and sorted(counts.scores_bad) == [0.5, 0.7]
+    assert counts.figures()["score_auc"] == 0.75     # 0.9 beats both, 0.6 beats 0.5 only
+    assert evaluate_clips.score_auc([0.5], [0.5]) == 0.5
+    assert np.isnan(evaluate_clips.score_auc([0.5], []))
 
 
 def test_objects_mostly_outside_the_frame_are_neither_required_nor_wrong():
