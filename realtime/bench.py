@@ -404,10 +404,10 @@ def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock):
 STAGED = {"windows": staged_windows, "dense": staged_dense, "occlusion": staged_occlusion}
 
 
-def detector_config(method: str, layout: dict) -> DetectorConfig:
+def detector_config(method: str, layout: dict, fit_mode: str = "auto") -> DetectorConfig:
     return DetectorConfig(method=method, tile_px=layout["tile_px"],
                           window_tiles=layout["window_tiles"],
-                          stride_tiles=layout["stride_tiles"])
+                          stride_tiles=layout["stride_tiles"], fit_mode=fit_mode)
 
 
 def bench_engine(detector: Detector, frame: np.ndarray, repeats: int, warmup: int
@@ -454,8 +454,10 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
         stages = [("verify stage alone", lambda: detector.verifier(
             pixels, found, detector._text, len(detector.labels), 0.0), count)]
         if detector.config.fits:
-            stages.insert(0, ("fit stage alone", lambda: detector.fitter(
-                pixels, found, window_px(grid), floor, detector._text, len(detector.labels),
+            regions = window_regions(boxes, window_px(grid), pixels.shape[-1], pixels.shape[-2])
+            stages.insert(0, (f"fit stage alone ({type(detector.fitter).__name__})",
+                              lambda: detector.fitter(
+                pixels, regions, window_px(grid), floor, detector._text, len(detector.labels),
                 0.0, 0.0), None))
         for name, call, crops in stages:
             call()
@@ -466,6 +468,18 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
             row.fps = None   # an add-on cost per frame, not a frame: no frames/s, no ratios
             rows.append(row)
     return rows
+
+
+def window_regions(boxes: np.ndarray, window: float, frame_w: int, frame_h: int) -> Boxes:
+    """Each shape as the coarse stage hands it to the fit: a region at least a window
+    wide around it (what the crop fit's cost ignores and the zoom fit's grows with)."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, window / 2)
+    grown = np.clip(np.concatenate([centres - half, centres + half], 1), 0,
+                    [frame_w, frame_h, frame_w, frame_h]).astype(np.float32)
+    count = len(boxes)
+    return Boxes(grown, np.ones(count, np.float32), np.ones(count, np.float32),
+                 np.zeros(count, np.int64))
 
 
 # --------------------------------------------------------------------------- the pipeline
@@ -797,6 +811,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="windows,dense",
                    help="engine methods to time, comma-separated (windows, dense, occlusion)")
     p.add_argument("--occlusion", action="store_true", help="also time the occlusion method")
+    p.add_argument("--fit-mode", choices=("auto", "crops", "zoom"), default="auto",
+                   help="the windows' box fit (detector.fit_mode); auto = zoom on a GPU, "
+                        "crops on a CPU")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--walkthrough-windows", type=int, default=0,
@@ -841,7 +858,8 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict:
     width, height = layout["frame"]
     frames = scene_frames(width, height, 1 if "pipeline" in args.skip else args.video_frames)
     frame, prompts = frames[0], list(args.prompts)
-    detectors = {m: Detector(prompts, detector_config(m, layout), model) for m in args.methods}
+    detectors = {m: Detector(prompts, detector_config(m, layout, args.fit_mode), model)
+                 for m in args.methods}
     grid = grid_for_frame(width, height, detector_config("windows", layout))
     rows, checks, extra = [], {}, {}
     if "walkthrough" not in args.skip:

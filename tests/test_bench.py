@@ -162,3 +162,19 @@ def test_targets_only_for_presets_and_b32():
     gpu = dict(bench.LAYOUTS["gpu"], preset="gpu")
     [target] = bench.evaluate_targets(gpu, prompts, rows, b32=True, owl_b32=False)
     assert target["goal"] == 500.0 and not target["met"]
+
+
+def test_fit_candidates_are_window_sized_regions_around_the_shapes_inside_the_frame():
+    import numpy as np
+
+    shapes = np.array([[100, 100, 140, 140], [300, 300, 800, 500]], np.float32)
+    regions = bench.window_regions(shapes, 360.0, 1280, 720).boxes
+    assert regions[0].tolist() == [0.0, 0.0, 300.0, 300.0]      # 360 px around (120, 120), clipped
+    assert regions[1].tolist() == [300.0, 220.0, 800.0, 580.0]  # wider than a window: kept so
+
+
+def test_the_fit_mode_flag_reaches_the_detector_config():
+    args = bench.parse_args(["--fit-mode", "zoom"])
+    layout = bench.resolve_layout(args, torch.device("cpu"))
+    assert bench.detector_config("windows", layout, args.fit_mode).fit_mode == "zoom"
+    assert bench.parse_args([]).fit_mode == "auto"

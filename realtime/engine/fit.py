@@ -121,6 +121,7 @@ class BoxFitter(_Fitter):
 ZOOM_TILES = 6          # fine tiles per coarse window side: a fine tile is 1/6 window
 ZOOM_WINDOW_TILES = 3   # a fine window is 3 fine tiles: half the coarse window
 ZOOM_CONTEXT_TILES = 3  # fine tiles of context around each candidate region (less: worse)
+ZOOM_STRIDE_TILES = 1   # fine tiles between fine windows
 ZOOM_THRESHOLD = 0.75   # cut on the region's normalised fine map
 
 
@@ -172,7 +173,7 @@ class ZoomFitter(_Fitter):
 def _fine_grid(frame_w: int, frame_h: int, tile_px: float) -> TileGrid:
     k = ZOOM_WINDOW_TILES
     return TileGrid(frame_w, frame_h, max(k, round(frame_h / tile_px)),
-                    max(k, round(frame_w / tile_px)), k, 1)
+                    max(k, round(frame_w / tile_px)), k, ZOOM_STRIDE_TILES)
 
 
 def _windows_inside(windows: np.ndarray, boxes: np.ndarray, pad_px: float) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Box fitting by crops, and the self-check that decides whether patch maps outline boxes."""
 
 import numpy as np
+import torch
 import pytest
 
 from realtime.engine.boxes import Boxes
@@ -96,3 +97,21 @@ def test_an_undecided_check_distrusts_only_what_its_misses_rule_out():
     assert check.trusted
     check.hits, check.correlations = [True] + [False] * 9, [0.3] * 10
     assert not check.trusted
+
+
+@pytest.mark.parametrize("asked, device, used", [
+    ("auto", "cpu", "crops"), ("auto", "cuda", "zoom"), ("auto", "mps", "zoom"),
+    ("crops", "cuda", "crops"), ("zoom", "cpu", "zoom")])
+def test_fit_mode_auto_zooms_on_an_accelerator_and_crops_on_a_cpu(asked, device, used):
+    from realtime.config import DetectorConfig
+    from realtime.engine.detector import fit_mode
+    assert fit_mode(DetectorConfig(fit_mode=asked), torch.device(device)) == used
+
+
+def test_a_detector_on_the_cpu_fits_by_crops_unless_zoom_is_asked():
+    from realtime.config import DetectorConfig
+    from realtime.engine.detector import Detector
+    from realtime.engine.fit import BoxFitter, ZoomFitter
+    from tests.stubs import StubClip
+    assert type(Detector((), DetectorConfig(), StubClip()).fitter) is BoxFitter
+    assert type(Detector((), DetectorConfig(fit_mode="zoom"), StubClip()).fitter) is ZoomFitter
