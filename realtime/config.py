@@ -190,7 +190,7 @@ class TrackConfig:
                              "one needs detector.gate; lower than the gate, the detector reports "
                              "boxes down to it while tracking (ByteTrack's low-score "
                              "association)", lo=0.0, hi=1.0)
-    smoothing: float = _opt(0.5, "box and score smoothing: 0 = the newest box, towards 1 "
+    smoothing: float = _opt(0.7, "box and score smoothing: 0 = the newest box, towards 1 "
                             "steadier but slower to follow changes of size", lo=0.0, hi=0.95)
     match_iou: float = _opt(0.1, "least IoU between a track's predicted box and a box of the "
                             "same prompt for them to be the same object", lo=0.01, hi=1.0)

@@ -104,7 +104,7 @@ class Tracker:
     """Stable IDs, hysteresis and smoothing over a stream of per-frame detections."""
 
     def __init__(self, min_hits: int = 2, hold_s: float = 0.3, start_score: float = 0.5,
-                 keep_score: float = 0.5, smoothing: float = 0.5,
+                 keep_score: float = 0.5, smoothing: float = 0.7,
                  match_iou: float = 0.1, gate_sizes: float = GATE_SIZES,
                  gate_sizes_per_s: float = GATE_SIZES_PER_S,
                  gate_speed_share: float = GATE_SPEED_SHARE,

@@ -40,9 +40,9 @@ class Detector:
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
-        fitter = ZoomFitter if fit_mode(self.config, self.model.device) == "zoom" else BoxFitter
-        self.fitter = fitter(self.model, self.verifier.crops)
-        self.refine_check = RefineCheck()
+        mode = fit_mode(self.config, self.model.device)
+        self.fitter = (ZoomFitter if mode == "zoom" else BoxFitter)(self.model, self.verifier.crops)
+        self.refine_check = RefineCheck(mode)
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()

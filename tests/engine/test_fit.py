@@ -89,8 +89,8 @@ def test_the_self_check_trusts_patch_maps_only_where_they_agree_with_the_windows
 def test_an_undecided_check_distrusts_only_what_its_misses_rule_out():
     # One miss in two checks could still be a model with 80 % hits; nine misses
     # in ten cannot.
-    assert _upper_bound(0.5, 2) >= RefineCheck.HITS
-    assert _upper_bound(0.1, 10) < RefineCheck.HITS
+    assert _upper_bound(0.5, 2) >= RefineCheck().min_hits
+    assert _upper_bound(0.1, 10) < RefineCheck().min_hits
     assert _upper_bound(1.0, 5) == pytest.approx(1.0)
     check = RefineCheck()
     check.hits, check.correlations = [True, False], [0.3, 0.3]
@@ -115,3 +115,21 @@ def test_a_detector_on_the_cpu_fits_by_crops_unless_zoom_is_asked():
     from tests.stubs import StubClip
     assert type(Detector((), DetectorConfig(), StubClip()).fitter) is BoxFitter
     assert type(Detector((), DetectorConfig(fit_mode="zoom"), StubClip()).fitter) is ZoomFitter
+
+
+def test_a_weak_correlation_is_tolerated_while_undecided_and_distrusted_once_decided():
+    # Hits alone do not make a patch map trustworthy: a contrastive-only model's
+    # best patch often lies in the right window while its map barely follows them.
+    # The zoom fit is the better fallback, so it takes more to be trusted against it.
+    check = RefineCheck("zoom")
+    check.hits, check.correlations = [True] * 10, [0.15] * 10
+    assert check.trusted                               # a few noisy early checks
+    check.hits, check.correlations = [True] * RefineCheck.CHECKS, [0.15] * RefineCheck.CHECKS
+    assert not check.trusted
+    against_crops = RefineCheck("crops")
+    against_crops.hits, against_crops.correlations = check.hits, check.correlations
+    assert against_crops.trusted
+    strong = RefineCheck("zoom")
+    strong.hits = [True] * 30 + [False] * (RefineCheck.CHECKS - 30)   # 67 % hits, crowded scene
+    strong.correlations = [0.3] * RefineCheck.CHECKS
+    assert strong.trusted
