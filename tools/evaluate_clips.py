@@ -20,7 +20,8 @@ flags, and the JSON Lines are scored against the ground truth:
 - score AUC: whether the percentage tells a good box from a bad one: the
   chance that a box on an object of its caption (IoU >= 0.5) scores above a
   wrong one (IoU < 0.3 with every object of its caption, absent prompts
-  included), ties counting half; 0.5 = the score says nothing.
+  included), ties counting half; 0.5 = the score says nothing; with the
+  median score of each kind.
 
 ``--in-process`` runs the detector directly on the decoded frames instead of
 main.py (same frames, same scoring, no tracking): quicker, for exploring
@@ -92,7 +93,13 @@ class Counts(Sums):
                 "duplicates_per_object": rate(self.duplicates, self.objects),
                 "ms_per_frame": rate(self.ms_sum, self.ms_frames),
                 "score_auc": score_auc(self.scores_good, self.scores_bad),
+                "score_good_median": _median(self.scores_good),
+                "score_bad_median": _median(self.scores_bad),
                 "objects": self.objects, "frames": self.frames}
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values)) if len(values) else float("nan")
 
 
 def score_auc(good: Sequence[float], bad: Sequence[float]) -> float:

@@ -39,6 +39,16 @@ class Boxes:
     similarities: np.ndarray  # (N,) raw cosine similarity of the region
     label_ids: np.ndarray     # (N,) int64
 
+    @classmethod
+    def from_items(cls, found: list) -> "Boxes":
+        """From (box, probability, similarity, label_id) tuples; empty arrays if none."""
+        if not found:
+            return cls(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                       np.zeros(0, np.float32), np.zeros(0, np.int64))
+        boxes, probs, sims, ids = zip(*found)
+        return cls(np.stack(boxes).astype(np.float32), np.array(probs, np.float32),
+                   np.array(sims, np.float32), np.array(ids, np.int64))
+
 
 def normalise_map(score_map: np.ndarray) -> np.ndarray:
     """The walkthrough's normalisation: subtract the mean, clip at 0, min-max to 0..1."""
@@ -84,12 +94,7 @@ def maps_to_boxes(relevance_maps: np.ndarray, similarity_maps: np.ndarray,
             per_label += [(b, probability, similarity) for b in outlined]
         found += [(b, p, s, label_id) for b, p, s in merge_overlapping(per_label,
                                                                        config.merge_iou)]
-    if not found:
-        return Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                     np.zeros(0, np.float32), np.zeros(0, np.int64))
-    boxes, probs, sims, ids = zip(*found)
-    return Boxes(np.stack(boxes), np.array(probs, np.float32), np.array(sims, np.float32),
-                 np.array(ids, np.int64))
+    return Boxes.from_items(found)
 
 
 def outline(box: np.ndarray, fine_mask: np.ndarray, fine_grid: TileGrid,

@@ -158,7 +158,7 @@ class ZoomFitter(_Fitter):
             mine = inside[found.label_ids == label].any(0)[chosen]
             items = _fine_boxes(grid, cover[mine], sims[mine, label], probs[mine, label], gate)
             out += [(b, p, s, label) for b, p, s in merge_overlapping(items, merge_iou)]
-        return _as_boxes(out)
+        return Boxes.from_items(out)
 
     def _scores(self, pixels, windows: np.ndarray, text, num_prompts):
         self.crops_last_frame = len(windows)
@@ -206,15 +206,6 @@ def _fine_boxes(grid: TileGrid, cover: np.ndarray, sims: np.ndarray, probs: np.n
         box = grid.tile_box(rows.min(), cols.min(), rows.max(), cols.max())
         items.append((np.array(box, np.float32), probability, float(best_sim[flat].max())))
     return items
-
-
-def _as_boxes(found: list) -> Boxes:
-    if not found:
-        return Boxes(np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
-                     np.zeros(0, np.float32), np.zeros(0, np.int64))
-    boxes, probs, sims, labels = zip(*found)
-    return Boxes(np.stack(boxes), np.array(probs, np.float32), np.array(sims, np.float32),
-                 np.array(labels, np.int64))
 
 
 def object_side(sides: np.ndarray, sims: np.ndarray, floor: float) -> tuple[float, np.ndarray]:

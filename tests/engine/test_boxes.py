@@ -106,3 +106,13 @@ def test_box_iou():
 def test_linear_scores_map_the_range_to_percentages():
     np.testing.assert_allclose(linear_scores(np.array([0.1, 0.15, 0.275, 0.4, 0.5]), 0.15, 0.40),
                                [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+
+
+def test_boxes_from_items_keeps_the_dtypes_and_an_empty_list_gives_empty_arrays():
+    from realtime.engine.boxes import Boxes
+
+    empty = Boxes.from_items([])
+    assert empty.boxes.shape == (0, 4) and empty.label_ids.dtype == np.int64
+    one = Boxes.from_items([(np.array([1, 2, 3, 4.0]), 0.9, 0.3, 2)])
+    assert one.boxes.dtype == np.float32 and one.boxes.tolist() == [[1, 2, 3, 4]]
+    assert one.label_ids.tolist() == [2] and one.probabilities.dtype == np.float32

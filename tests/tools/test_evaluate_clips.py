@@ -45,7 +45,9 @@ def test_score_auc_ranks_good_boxes_against_wrong_ones_absent_prompts_included()
                              box("a red circle", (300, 100, 440, 260), 0.8)],  # IoU 0.45: unjudged
                          absent=("a blue star",))
     assert sorted(counts.scores_good) == [0.6, 0.9] and sorted(counts.scores_bad) == [0.5, 0.7]
-    assert counts.figures()["score_auc"] == 0.75     # 0.9 beats both, 0.6 beats 0.5 only
+    figures = counts.figures()
+    assert figures["score_auc"] == 0.75              # 0.9 beats both, 0.6 beats 0.5 only
+    assert (figures["score_good_median"], figures["score_bad_median"]) == (0.75, 0.6)
     assert evaluate_clips.score_auc([0.5], [0.5]) == 0.5
     assert np.isnan(evaluate_clips.score_auc([0.5], []))
 
