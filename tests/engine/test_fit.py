@@ -113,8 +113,11 @@ def test_a_detector_on_the_cpu_fits_by_crops_unless_zoom_is_asked():
     from realtime.engine.detector import Detector
     from realtime.engine.fit import BoxFitter, ZoomFitter
     from tests.stubs import StubClip
-    assert type(Detector((), DetectorConfig(), StubClip()).fitter) is BoxFitter
-    assert type(Detector((), DetectorConfig(fit_mode="zoom"), StubClip()).fitter) is ZoomFitter
+    crops = Detector((), DetectorConfig(), StubClip())
+    zoom = Detector((), DetectorConfig(fit_mode="zoom"), StubClip())
+    assert type(crops.fitter) is BoxFitter and type(zoom.fitter) is ZoomFitter
+    # the self-check asks more of a patch map when the fallback is the better zoom
+    assert crops.refine_check.correlation < zoom.refine_check.correlation
 
 
 def test_a_weak_correlation_is_tolerated_while_undecided_and_distrusted_once_decided():
