@@ -9,9 +9,9 @@ such model does reliably is score a crop: a crop that holds the whole object
 scores about as high as a larger one, and the score falls once the crop is
 smaller than the object and cuts it.  So, per candidate:
 
-1. centre: crops of 0.7 window on a 3 x 3 grid of shifts around the region's
-   centre; the best one, refined by a parabola through its neighbours' scores
-   where it sits in the middle, is the centre;
+1. centre: crops of 0.7 window on a 3 x 3 grid of shifts (0.25 window)
+   around the region's centre; the centre is their offsets' mean weighted by
+   how far each crop's score lies above the median of the nine;
 2. size: square crops of decreasing size around that centre; the object's
    side is where the score has fallen a set share of the way from its best
    to the frame's background level (interpolated between two crop sizes),
@@ -40,7 +40,7 @@ from .tiles import TileGrid
 # Chosen on the tuning model models/contrastive-112-p16 only (docs/method.md);
 # the held-out models never informed them.
 CENTRE_CROP = 0.7      # centre step: crop side, share of the window side
-CENTRE_SHIFT = 0.15    # centre step: shift of the 3 x 3 crops, share of the window side
+CENTRE_SHIFT = 0.25    # centre step: shift of the 3 x 3 crops, share of the window side
 SIZES = (1.0, 0.71, 0.5, 0.35, 0.25)   # size step: crop sides, shares of the window side
 FALL = 0.35            # the object's edge: the similarity has fallen this share of the way
 GROW = 1.15            # a crop cut to a little inside the object still scores nearly as high
@@ -92,15 +92,7 @@ class BoxFitter(_Fitter):
         points = (centres[:, None, :] + shift * grid[None]).reshape(-1, 2)
         _, sims = self._scores(pixels, squares(points, side), np.repeat(labels, 9), text,
                                num_prompts)
-        s = sims.reshape(-1, 3, 3)
-        best = s.reshape(len(s), -1).argmax(1)
-        row, col = best // 3, best % 3
-        out = []
-        for c, grid_s, r, k in zip(centres, s, row, col):
-            dx = (k - 1) + (_peak(*grid_s[r, [max(k - 1, 0), k, min(k + 1, 2)]]) if k == 1 else 0)
-            dy = (r - 1) + (_peak(*grid_s[[max(r - 1, 0), r, min(r + 1, 2)], k]) if r == 1 else 0)
-            out.append(c + shift * np.array([dx, dy]))
-        return np.array(out)
+        return centres + shift * centroid_shift(sims.reshape(-1, 9), grid)
 
     def _sizes(self, pixels, centres, window_px, labels, floor, text, num_prompts):
         sides = np.asarray(SIZES) * window_px
@@ -238,12 +230,13 @@ def squares(centres: np.ndarray, side) -> np.ndarray:
     return np.stack([x0, y0, x0 + size, y0 + size], 1).astype(np.int64)
 
 
-def _peak(left: np.ndarray, mid: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Where a parabola through (-1, left), (0, mid), (1, right) peaks, in -1..1."""
-    curve = left - 2 * mid + right
-    with np.errstate(divide="ignore", invalid="ignore"):
-        vertex = np.where(curve < 0, (left - right) / (2 * curve), np.sign(right - left))
-    return np.clip(np.nan_to_num(vertex), -1.0, 1.0)
+def centroid_shift(sims: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """(N, 9) similarities of the shifted crops -> (N, 2) centre shift in grid units:
+    the crops' offsets weighted by how far each scores above the median of its nine.
+    Every crop above the median pulls, so the centre lands between the best ones
+    rather than on one of them, whose lead over its neighbours is often noise."""
+    weights = np.clip(sims - np.median(sims, axis=1, keepdims=True), 0.0, None) + 1e-9
+    return (weights[:, :, None] * grid[None]).sum(1) / weights.sum(1, keepdims=True)
 
 
 def _merged(found: Boxes, merge_iou: float) -> Boxes:

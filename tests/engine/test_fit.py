@@ -5,7 +5,7 @@ import torch
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import (RefineCheck, _merged, _peak, _upper_bound, object_side, pool,
+from realtime.engine.fit import (RefineCheck, _merged, _upper_bound, centroid_shift, object_side, pool,
                                  squares)
 from realtime.engine.tiles import TileGrid
 
@@ -29,10 +29,15 @@ def test_a_best_crop_smaller_than_the_largest_still_holds_the_larger_ones():
     assert 84 < side < 120 and holding[:3].all() and not holding[3:].any()
 
 
-def test_parabola_peak_and_its_limits():
-    assert _peak(np.array([1.0]), np.array([2.0]), np.array([1.0]))[0] == 0.0
-    assert 0 < _peak(np.array([1.0]), np.array([2.0]), np.array([1.5]))[0] < 0.5
-    assert _peak(np.array([1.0]), np.array([2.0]), np.array([3.0]))[0] == 1.0   # no peak: step
+def test_the_centre_is_pulled_towards_the_crops_above_the_median():
+    grid = np.array([[dx, dy] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
+    flat = np.zeros((1, 9))
+    assert np.allclose(centroid_shift(flat, grid), 0.0)            # nothing stands out
+    right = np.array([[0, 0, 1, 0, 0, 1, 0, 0, 1.0]])               # the right column wins
+    assert np.allclose(centroid_shift(right, grid), [[1.0, 0.0]])
+    between = np.array([[0, 0, 0, 0, 2, 1, 0, 0, 0.0]])             # centre best, right next
+    shift = centroid_shift(between, grid)[0]
+    assert shift[0] == pytest.approx(1 / 3) and shift[1] == pytest.approx(0, abs=1e-6)
 
 
 def test_squares_are_centred_and_of_the_given_side():
