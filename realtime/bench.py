@@ -443,8 +443,7 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
     """The fit and verify stages on given boxes: with random weights the gate passes
     no candidate, so Detector.detect's own stages are empty and cost nothing."""
     count = len(boxes)
-    found = Boxes(boxes, np.ones(count, np.float32), np.ones(count, np.float32),
-                  np.zeros(count, np.int64))
+    found = _candidates(boxes)
     sync = device_sync(detector.model.device)
     rows = []
     with torch.inference_mode():
@@ -476,10 +475,13 @@ def window_regions(boxes: np.ndarray, window: float, frame_w: int, frame_h: int)
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, window / 2)
     grown = np.clip(np.concatenate([centres - half, centres + half], 1), 0,
-                    [frame_w, frame_h, frame_w, frame_h]).astype(np.float32)
-    count = len(boxes)
-    return Boxes(grown, np.ones(count, np.float32), np.ones(count, np.float32),
-                 np.zeros(count, np.int64))
+                    [frame_w, frame_h, frame_w, frame_h])
+    return _candidates(grown)
+
+
+def _candidates(boxes: np.ndarray) -> Boxes:
+    """Boxes of the first prompt, certain: with random weights no gate would pass them."""
+    return Boxes.from_items([(box, 1.0, 1.0, 0) for box in boxes])
 
 
 # --------------------------------------------------------------------------- the pipeline

@@ -137,7 +137,7 @@ class DetectorConfig:
     fit_mode: str = _opt("auto", "fit: how a region's box is found again; crops = centre and "
                          "size crops (14 per candidate); zoom = the walkthrough's windows at half "
                          "the window size and a sixth of its stride, only around each candidate "
-                         "(about 50 crops per candidate, tighter boxes; see docs/method.md); "
+                         "(about 53 crops per candidate, tighter boxes; see docs/method.md); "
                          "auto = zoom where the model runs on a GPU (cuda, mps), crops on a CPU",
                          choices=("auto", "crops", "zoom"))
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "

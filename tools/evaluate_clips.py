@@ -126,15 +126,14 @@ def score_frame(truth, detections: Sequence[dict], absent: Iterable[str]) -> Cou
         counts.boxes += len(boxes)
         on_ignored = iou_matrix(truth.boxes[ignored], boxes).max(axis=0) >= 0.3 \
             if ignored and len(boxes) else np.zeros(len(boxes), bool)
-        best = iou_matrix(truth.boxes[counted], boxes).max(axis=0) \
-            if counted and len(boxes) else np.zeros(len(boxes))
+        iou = iou_matrix(truth.boxes[counted], boxes)          # (counted, boxes)
+        best = iou.max(axis=0) if counted and len(boxes) else np.zeros(len(boxes))
         counts.boxes_ignored += int((on_ignored & (best < 0.3)).sum())
         scores = [d["score"] for d in detections if d["label"] == label]
         counts.scores_good += [p for p, b in zip(scores, best) if b >= 0.5]
         counts.scores_bad += [p for p, b, o in zip(scores, best, on_ignored) if b < 0.3 and not o]
         if not counted:
             continue
-        iou = iou_matrix(truth.boxes[counted], boxes)
         counts.objects += len(counted)
         counts.found_50 += len(greedy_pairs(iou, 0.5))
         right = len(greedy_pairs(iou, 0.3))

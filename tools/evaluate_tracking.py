@@ -297,7 +297,8 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
         cache = _cache(workdir, model, clip, low)
         if detector is None and not cache.exists():
             detector = _detector(model, flags, low)
-        frames = [raw_of(d, low) for d in detect_clip(detector and fresh(detector), clip, cache)]
+        clip_detector = fresh(detector) if detector is not None else None   # cached: unused
+        frames = [raw_of(d, low) for d in detect_clip(clip_detector, clip, cache)]
         tracker = Tracker.from_config(config.track, start_score=gate)
         shown = {"raw": [raw_of(d, gate) for d in frames],
                  "tracked": [tracker.update(d) for d in frames]}

@@ -29,6 +29,8 @@ temperature), so the rule holds for any checkpoint.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -47,24 +49,35 @@ GROW = 1.15            # a crop cut to a little inside the object still scores n
 
 
 class _Fitter:
-    """What both fitters share: the model, the crop maker and the last frame's crop count."""
+    """What both fitters share: the call, the crops' encoding and the frame's crop count."""
 
     def __init__(self, model: ClipModel, crops) -> None:
         self.model, self.crops = model, crops   # crops(pixels, squares) -> (N, 3, S, S)
         self.crops_last_frame = 0
 
-
-class BoxFitter(_Fitter):
-    """Fits every candidate's box with two batches of crops (centre, then size)."""
-
     @torch.inference_mode()
     def __call__(self, pixels: torch.Tensor, found: Boxes, window_px: float,
                  floor: np.ndarray, text: torch.Tensor, num_prompts: int, gate: float,
                  merge_iou: float) -> Boxes:
-        """`floor` holds each prompt's background similarity level in this frame."""
+        """Every candidate region's box found again; `floor` holds each prompt's
+        background similarity level in this frame."""
         self.crops_last_frame = 0
         if len(found.boxes) == 0:
             return found
+        return self._fit(pixels, found, window_px, floor, text, num_prompts, gate, merge_iou)
+
+    def _encode(self, pixels: torch.Tensor, squares: np.ndarray, text: torch.Tensor,
+                num_prompts: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(similarities, probabilities) of each square crop against every prompt."""
+        self.crops_last_frame += len(squares)
+        embeddings = self.model.encode_images(self.crops(pixels, squares), bucket=True)
+        return unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+
+
+class BoxFitter(_Fitter):
+    """Fits every candidate's box with two batches of crops (centre, then size)."""
+
+    def _fit(self, pixels, found, window_px, floor, text, num_prompts, gate, merge_iou):
         centres = (found.boxes[:, :2] + found.boxes[:, 2:]) / 2
         labels = found.label_ids
         centres = self._centres(pixels, centres, window_px, labels, text, num_prompts)
@@ -78,9 +91,7 @@ class BoxFitter(_Fitter):
 
     def _scores(self, pixels, squares: np.ndarray, labels: np.ndarray, text, num_prompts):
         """(probability, similarity) of each crop for its own candidate's prompt."""
-        self.crops_last_frame += len(squares)
-        embeddings = self.model.encode_images(self.crops(pixels, squares), bucket=True)
-        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
+        sims, probs = self._encode(pixels, squares, text, num_prompts)
         rows = torch.arange(len(labels), device=sims.device)
         cols = torch.as_tensor(labels, device=sims.device)
         both = torch.stack([probs[rows, cols], sims[rows, cols]]).float().cpu().numpy()
@@ -113,7 +124,6 @@ class BoxFitter(_Fitter):
 ZOOM_TILES = 6          # fine tiles per coarse window side: a fine tile is 1/6 window
 ZOOM_WINDOW_TILES = 3   # a fine window is 3 fine tiles: half the coarse window
 ZOOM_CONTEXT_TILES = 3  # fine tiles of context around each candidate region (less: worse)
-ZOOM_STRIDE_TILES = 1   # fine tiles between fine windows
 ZOOM_THRESHOLD = 0.75   # cut on the region's normalised fine map
 
 
@@ -129,16 +139,9 @@ class ZoomFitter(_Fitter):
     around the object, and a coarse region may sit off its object.
     """
 
-    @torch.inference_mode()
-    def __call__(self, pixels: torch.Tensor, found: Boxes, window_px: float,
-                 floor: np.ndarray, text: torch.Tensor, num_prompts: int, gate: float,
-                 merge_iou: float) -> Boxes:
-        """Same call as BoxFitter's (`floor` is not needed here)."""
-        self.crops_last_frame = 0
-        if len(found.boxes) == 0:
-            return found
-        grid = _fine_grid(pixels.shape[-1], pixels.shape[-2], window_px / ZOOM_TILES)
-        windows = grid.window_boxes().astype(float)
+    def _fit(self, pixels, found, window_px, floor, text, num_prompts, gate, merge_iou):
+        # `floor` is not needed: each prompt's areas are normalised on their own.
+        grid, windows = _fine_layout(pixels.shape[-1], pixels.shape[-2], window_px / ZOOM_TILES)
         inside = _windows_inside(windows, found.boxes, ZOOM_CONTEXT_TILES * window_px / ZOOM_TILES)
         chosen = np.flatnonzero(inside.any(0))
         if len(chosen) == 0:
@@ -153,19 +156,24 @@ class ZoomFitter(_Fitter):
         return Boxes.from_items(out)
 
     def _scores(self, pixels, windows: np.ndarray, text, num_prompts):
-        self.crops_last_frame = len(windows)
+        """(W, prompts) similarities and probabilities, in one copy to the host."""
         centres = (windows[:, :2] + windows[:, 2:]) / 2
         side = np.minimum(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])
-        embeddings = self.model.encode_images(self.crops(pixels, squares(centres, side)),
-                                              bucket=True)
-        sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
-        return sims.float().cpu().numpy(), probs.float().cpu().numpy()
+        sims, probs = self._encode(pixels, squares(centres, side), text, num_prompts)
+        both = torch.stack([sims, probs]).float().cpu().numpy()
+        return both[0], both[1]
 
 
-def _fine_grid(frame_w: int, frame_h: int, tile_px: float) -> TileGrid:
+@functools.lru_cache(maxsize=8)
+def _fine_layout(frame_w: int, frame_h: int, tile_px: float) -> tuple[TileGrid, np.ndarray]:
+    """The zoom's fine grid and its windows' pixel boxes; cached, so they and the
+    grid's coverage are built once per frame size, not once per frame."""
     k = ZOOM_WINDOW_TILES
-    return TileGrid(frame_w, frame_h, max(k, round(frame_h / tile_px)),
-                    max(k, round(frame_w / tile_px)), k, ZOOM_STRIDE_TILES)
+    grid = TileGrid(frame_w, frame_h, max(k, round(frame_h / tile_px)),
+                    max(k, round(frame_w / tile_px)), k, 1)
+    windows = grid.window_boxes().astype(float)
+    windows.flags.writeable = False     # shared between calls
+    return grid, windows
 
 
 def _windows_inside(windows: np.ndarray, boxes: np.ndarray, pad_px: float) -> np.ndarray:
