@@ -404,7 +404,7 @@ def staged_occlusion(detector: Detector, frame: np.ndarray, clock: StageClock):
 STAGED = {"windows": staged_windows, "dense": staged_dense, "occlusion": staged_occlusion}
 
 
-def detector_config(method: str, layout: dict, fit_mode: str = "auto") -> DetectorConfig:
+def detector_config(method: str, layout: dict, fit_mode: str = "crops") -> DetectorConfig:
     return DetectorConfig(method=method, tile_px=layout["tile_px"],
                           window_tiles=layout["window_tiles"],
                           stride_tiles=layout["stride_tiles"], fit_mode=fit_mode)
@@ -813,9 +813,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", default="windows,dense",
                    help="engine methods to time, comma-separated (windows, dense, occlusion)")
     p.add_argument("--occlusion", action="store_true", help="also time the occlusion method")
-    p.add_argument("--fit-mode", choices=("auto", "crops", "zoom"), default="auto",
-                   help="the windows' box fit (detector.fit_mode); auto = zoom on a GPU, "
-                        "crops on a CPU")
+    p.add_argument("--fit-mode", choices=("crops", "zoom"), default="crops",
+                   help="the windows' box fit (detector.fit_mode)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--walkthrough-windows", type=int, default=0,

@@ -94,7 +94,7 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     verify = rows["verify stage alone, 3 box crops"]
     assert verify["median_ms"] > 0 and verify["fps"] is None
     fit = next(r for name, r in rows.items() if name.startswith("fit stage alone"))
-    assert fit["median_ms"] > 0 and "42 box crops" in fit["name"]   # 3 x (9 centre + 5 sizes)
+    assert fit["median_ms"] > 0 and "66 box crops" in fit["name"]   # 3 x (17 centre + 5 sizes)
     assert rows[f"engine windows: {bench.VERIFY}"]["median_ms"] >= 0
     counts = report["checks"]["windows"]["verify"]
     assert 0 <= counts["kept"] <= counts["candidates"]
@@ -177,4 +177,4 @@ def test_the_fit_mode_flag_reaches_the_detector_config():
     args = bench.parse_args(["--fit-mode", "zoom"])
     layout = bench.resolve_layout(args, torch.device("cpu"))
     assert bench.detector_config("windows", layout, args.fit_mode).fit_mode == "zoom"
-    assert bench.parse_args([]).fit_mode == "auto"
+    assert bench.parse_args([]).fit_mode == "crops"

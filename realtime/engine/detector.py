@@ -40,7 +40,7 @@ class Detector:
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
-        mode = fit_mode(self.config, self.model.device)
+        mode = self.config.fit_mode
         self.fitter = (ZoomFitter if mode == "zoom" else BoxFitter)(self.model, self.verifier.crops)
         self.refine_check = RefineCheck(mode)
         # How each post-processing stage is called: directly; the benchmark times them.
@@ -182,14 +182,6 @@ def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
     if isinstance(model, ModelConfig):
         return load_model(model)
     return model
-
-
-def fit_mode(config: DetectorConfig, device: torch.device) -> str:
-    """`fit_mode` resolved: auto is zoom on an accelerator, where its extra crops
-    share one batch at little cost, and crops on a CPU, where every crop counts."""
-    if config.fit_mode != "auto":
-        return config.fit_mode
-    return "crops" if device.type == "cpu" else "zoom"
 
 
 POST, FIT, VERIFY = "post-processing", "fit (box crops)", "verify (box crops)"

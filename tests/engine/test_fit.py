@@ -5,8 +5,8 @@ import torch
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import (RefineCheck, _merged, _upper_bound, centroid_shift, object_side, pool,
-                                 squares)
+from realtime.engine.fit import (TRIMS, RefineCheck, _merged, _upper_bound, object_side, pool,
+                                 squares, trim_edges, trim_masks)
 from realtime.engine.tiles import TileGrid
 
 SIDES = np.array([240.0, 170.0, 120.0, 84.0, 60.0])
@@ -21,7 +21,7 @@ def test_the_object_side_is_where_the_similarity_falls_between_two_crops():
 
 def test_no_fall_means_the_object_is_at_most_the_smallest_crop():
     side, holding = object_side(SIDES, np.array([0.6, 0.62, 0.63, 0.64, 0.65]), floor=0.1)
-    assert side == 60.0 and holding.all()
+    assert side == pytest.approx(60.0) and holding.all()
 
 
 def test_a_best_crop_smaller_than_the_largest_still_holds_the_larger_ones():
@@ -29,15 +29,39 @@ def test_a_best_crop_smaller_than_the_largest_still_holds_the_larger_ones():
     assert 84 < side < 120 and holding[:3].all() and not holding[3:].any()
 
 
-def test_the_centre_is_pulled_towards_the_crops_above_the_median():
-    grid = np.array([[dx, dy] for dy in (-1, 0, 1) for dx in (-1, 0, 1)], float)
-    flat = np.zeros((1, 9))
-    assert np.allclose(centroid_shift(flat, grid), 0.0)            # nothing stands out
-    right = np.array([[0, 0, 1, 0, 0, 1, 0, 0, 1.0]])               # the right column wins
-    assert np.allclose(centroid_shift(right, grid), [[1.0, 0.0]])
-    between = np.array([[0, 0, 0, 0, 2, 1, 0, 0, 0.0]])             # centre best, right next
-    shift = centroid_shift(between, grid)[0]
-    assert shift[0] == pytest.approx(1 / 3) and shift[1] == pytest.approx(0, abs=1e-6)
+def test_trim_masks_hide_each_side_in_turn():
+    masks = trim_masks(50, torch.device("cpu"), torch.float32)[:, 0].numpy()
+    count = len(TRIMS) - 1
+    assert masks.shape == (1 + 4 * count, 50, 50) and masks[0].all()
+    left, top, right, bottom = (masks[1 + side * count] for side in range(4))
+    cut = round(TRIMS[1] * 50)
+    assert not left[:, :cut].any() and left[:, cut:].all()
+    assert not top[:cut].any() and top[cut:].all()
+    assert not right[:, -cut:].any() and right[:, :-cut].all()
+    assert not bottom[-cut:].any() and bottom[:-cut].all()
+    assert (masks[count] == 0).mean() == pytest.approx(TRIMS[-1], abs=0.02)   # most hidden
+
+
+def _trimmed_similarities(box: tuple[float, float, float, float]) -> np.ndarray:
+    """A model whose similarity is the share of the object left visible (floor 0)."""
+    x0, y0, x1, y1 = box
+    spans = [(x0, x1), (y0, y1), (1 - x1, 1 - x0), (1 - y1, 1 - y0)]   # seen from each side
+    row = [1.0]
+    for lo, hi in spans:
+        row += [1 - np.clip(t - lo, 0, hi - lo) / (hi - lo) for t in TRIMS[1:]]
+    return np.array([row])
+
+
+@pytest.mark.parametrize("box", [(0.4, 0.4, 0.7, 0.7), (0.1, 0.5, 0.45, 0.85), (0.3, 0.2, 0.6, 0.5)])
+def test_the_middle_of_the_trim_edges_is_the_object_centre_wherever_it_lies(box):
+    edges = trim_edges(_trimmed_similarities(box), np.array([0.0]))[0]
+    centre = 0.5 + (edges[:2] - edges[2:]) / 2
+    assert np.allclose(centre, [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2], atol=0.03)
+
+
+def test_a_crop_whose_trims_change_nothing_keeps_its_centre():
+    edges = trim_edges(np.full((1, 1 + 4 * (len(TRIMS) - 1)), 0.5), np.array([0.1]))[0]
+    assert np.allclose(edges[:2], edges[2:])
 
 
 def test_squares_are_centred_and_of_the_given_side():
@@ -104,16 +128,7 @@ def test_an_undecided_check_distrusts_only_what_its_misses_rule_out():
     assert not check.trusted
 
 
-@pytest.mark.parametrize("asked, device, used", [
-    ("auto", "cpu", "crops"), ("auto", "cuda", "zoom"), ("auto", "mps", "zoom"),
-    ("crops", "cuda", "crops"), ("zoom", "cpu", "zoom")])
-def test_fit_mode_auto_zooms_on_an_accelerator_and_crops_on_a_cpu(asked, device, used):
-    from realtime.config import DetectorConfig
-    from realtime.engine.detector import fit_mode
-    assert fit_mode(DetectorConfig(fit_mode=asked), torch.device(device)) == used
-
-
-def test_a_detector_on_the_cpu_fits_by_crops_unless_zoom_is_asked():
+def test_a_detector_fits_by_crops_unless_zoom_is_asked():
     from realtime.config import DetectorConfig
     from realtime.engine.detector import Detector
     from realtime.engine.fit import BoxFitter, ZoomFitter
@@ -121,14 +136,15 @@ def test_a_detector_on_the_cpu_fits_by_crops_unless_zoom_is_asked():
     crops = Detector((), DetectorConfig(), StubClip())
     zoom = Detector((), DetectorConfig(fit_mode="zoom"), StubClip())
     assert type(crops.fitter) is BoxFitter and type(zoom.fitter) is ZoomFitter
-    # the self-check asks more of a patch map when the fallback is the better zoom
-    assert crops.refine_check.correlation < zoom.refine_check.correlation
+    # each fit has its own rule for trusting the patch map instead (RULES)
+    assert (crops.refine_check.min_hits, crops.refine_check.correlation) == RefineCheck.RULES["crops"]
+    assert (zoom.refine_check.min_hits, zoom.refine_check.correlation) == RefineCheck.RULES["zoom"]
 
 
 def test_a_weak_correlation_is_tolerated_while_undecided_and_distrusted_once_decided():
     # Hits alone do not make a patch map trustworthy: a contrastive-only model's
     # best patch often lies in the right window while its map barely follows them.
-    # The zoom fit is the better fallback, so it takes more to be trusted against it.
+    # Against the zoom fit it takes a stronger correlation to be trusted.
     check = RefineCheck("zoom")
     check.hits, check.correlations = [True] * 10, [0.15] * 10
     assert check.trusted                               # a few noisy early checks
