@@ -15,7 +15,9 @@ does while tracking, and the same per-frame detections give both rows:
 
 Detections are cached per model, clip and gate in the work folder (a cache at
 a lower gate serves a higher one, filtered), so trying tracker settings does
-not run the detector again.  Metrics (objects at least
+not run the detector again; the cache's name also holds a digest of the
+detector settings and of the engine's source, so other detector flags or a
+changed engine run it afresh instead of scoring stale boxes.  Metrics (objects at least
 half inside the frame are ground truth; a box on one that is less is neither
 right nor wrong), boxes matched to ground truth of their own caption only:
 
@@ -39,6 +41,8 @@ not defined (shown as -) and their MOTA has no ID-switch term (MODA).
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import sys
 import time
@@ -294,7 +298,7 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
     rows, totals = [], {"raw": Tally(tracked=False), "tracked": Tally()}
     start = time.monotonic()
     for clip in clips:
-        cache = _cache(workdir, model, clip, low)
+        cache = _cache(workdir, model, clip, low, _detector_digest(config))
         if detector is None and not cache.exists():
             detector = _detector(model, flags, low)
         clip_detector = fresh(detector) if detector is not None else None   # cached: unused
@@ -312,18 +316,26 @@ def evaluate(model: str, flags: Sequence[str], clips: Sequence[Clip], workdir: P
     return rows
 
 
-def _cache(workdir: Path, model: str, clip: Clip, gate: float) -> Path:
+def _cache(workdir: Path, model: str, clip: Clip, gate: float, digest: str) -> Path:
     """The clip's cached detections at `gate`, or at a lower gate (filtered on use)."""
-    stem = f"{Path(model).name}-{clip.name}-gate"
+    stem = f"{Path(model).name}-{digest}-{clip.name}-gate"
     lower = [p for p in workdir.glob(f"{stem}*.npz")
              if float(p.stem.removeprefix(stem)) <= gate + 1e-9]
     return max(lower, key=lambda p: float(p.stem.removeprefix(stem)), default=None) or (
         workdir / f"{stem}{gate:.3f}.npz")
 
 
-def _detector(model: str, flags: Sequence[str], gate: float):
-    import dataclasses
+def _detector_digest(config) -> str:
+    """What makes a cache's detections: the model and detector settings (the gate
+    aside: it names the file) and the engine's source."""
+    digest = hashlib.sha1(repr((config.model, dataclasses.replace(config.detector, gate=0.0)))
+                          .encode())
+    for source in sorted((ROOT / "realtime" / "engine").glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
 
+
+def _detector(model: str, flags: Sequence[str], gate: float):
     from main import build_parser, config_from_args
     from realtime import Detector, load_model
 

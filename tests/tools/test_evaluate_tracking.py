@@ -80,3 +80,21 @@ def test_latency_to_the_first_box_and_time_a_box_outlives_its_object():
     lingering = lambda i, g: g in seen[i] or (g == gid and exit_frame <= i < exit_frame + 2)
     figures = ev.score_clip(clip, from_truth(clip, keep=lingering), tracked=True).figures()
     assert figures["linger_s_max"] == pytest.approx(2 / clip.fps)   # boxes exist while it is partly in view
+
+
+def test_cached_detections_are_not_reused_under_other_detector_settings(tmp_path):
+    from main import build_parser, config_from_args
+
+    def digest(*flags):
+        return ev._detector_digest(config_from_args(build_parser().parse_args(
+            ["--model", "models/shapes-clip", *flags])))
+
+    assert digest() == digest("--min-hits", "3")          # tracker settings share the cache
+    assert digest("--gate", "0.4") == digest()             # the gate is in the file's name
+    assert digest("--tile-px", "40") != digest()
+    assert digest("--fit-mode", "zoom") != digest()
+    clip = make_clip("single", seed=0, frames=2)
+    first = ev._cache(tmp_path, "models/shapes-clip", clip, 0.5, digest())
+    first.write_bytes(b"")
+    assert ev._cache(tmp_path, "models/shapes-clip", clip, 0.5, digest()) == first
+    assert ev._cache(tmp_path, "models/shapes-clip", clip, 0.5, digest("--tile-px", "40")) != first
