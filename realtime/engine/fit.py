@@ -244,24 +244,25 @@ def fall_index(sims: np.ndarray, floor: float, fall: float) -> float:
     return float(len(sims) - 1)
 
 
-@functools.lru_cache(maxsize=8)
-def _trim_masks(size_px: int, trims: tuple[float, ...]) -> torch.Tensor:
-    hidden = [np.ones((size_px, size_px), np.float32)]
-    for side in range(4):                       # left, top, right, bottom
-        for share in trims[1:]:
-            mask = np.ones((size_px, size_px), np.float32)
-            cut = round(share * size_px)
-            view = np.rot90(mask, side)         # hide the first columns of the rotated view
-            view[:, :cut] = 0.0
-            hidden.append(mask)
-    return torch.from_numpy(np.stack(hidden)[:, None])
-
-
 def trim_masks(size_px: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """(1 + 4 (T - 1), 1, S, S): the whole crop, then TRIMS[1:] of it hidden from the
     left, the top, the right and the bottom.  Hidden is zero after normalising:
     the dataset's mean colour, as outside the frame."""
-    return _trim_masks(size_px, TRIMS).to(device, dtype)
+    return _trim_masks(size_px, TRIMS, device, dtype)
+
+
+@functools.lru_cache(maxsize=8)
+def _trim_masks(size_px: int, trims: tuple[float, ...], device: torch.device,
+                dtype: torch.dtype) -> torch.Tensor:
+    # cached on the device: built and uploaded once, not once per frame
+    hidden = [np.ones((size_px, size_px), np.float32)]
+    for side in range(4):                       # left, top, right, bottom
+        for share in trims[1:]:
+            mask = np.ones((size_px, size_px), np.float32)
+            view = np.rot90(mask, side)         # hide the first columns of the rotated view
+            view[:, :round(share * size_px)] = 0.0
+            hidden.append(mask)
+    return torch.from_numpy(np.stack(hidden)[:, None]).to(device, dtype)
 
 
 def trim_edges(sims: np.ndarray, floor: np.ndarray) -> np.ndarray:
