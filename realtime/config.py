@@ -120,17 +120,20 @@ class DetectorConfig:
                               "(k-k attention + Gaussian neighbourhood); see docs/method.md (the refine pass "
                               "always uses maskclip)",
                               choices=("maskclip", "clearclip", "sclip", "naclip"))
-    refine: bool = _opt(True, "windows: outline each window region with a dense patch map "
-                        "(one extra pass at refine_input_px), so a box fits the object rather "
-                        "than the window")
+    refine: bool | str = _opt("auto", "windows: outline each window region with a dense "
+                              "patch map (one extra pass at refine_input_px), so a box fits "
+                              "the object rather than the window; auto = only if a check at "
+                              "load finds the patch map's boxes better than the crop fit's on "
+                              "generated scenes (docs/method.md), else fit", auto=True)
     refine_input_px: int | str = _opt("auto", "windows with refine: short side of the patch "
                                       "map's input in pixels; auto = twice the model's input "
                                       "size", lo=16, hi=4096, auto=True)
     verify: bool | str = _opt("auto", "classify a square crop around each candidate box and "
                               "keep it only if its own prompt passes the gate there (one extra "
                               "batch of crops); auto = on for every method with boxes", auto=True)
-    fit: bool | str = _opt("auto", "windows: where the self-check finds that the model's "
-                           "patch map does not outline objects, fit each region's box from "
+    fit: bool | str = _opt("auto", "windows: where the patch map does not outline boxes "
+                           "(refine off, or auto and the load-time check finds the fit "
+                           "better), fit each region's box from "
                            "crops around it (a batch to find its centre, one to find its size; "
                            "see docs/method.md), which also verifies it; auto = on for windows",
                            auto=True)

@@ -88,7 +88,8 @@ def test_flag_values_reach_their_keys():
     assert parse("--tile-px", "auto").detector.tile_px == "auto"
     refined = parse("--no-refine", "--dense-input-px", "448").detector
     assert (refined.refine, refined.dense_input_px) == (False, 448)
-    assert parse().detector.refine is True
+    assert parse().detector.refine == "auto"
+    assert parse("--refine").detector.refine is True      # always outline, no check
     track = parse("--no-track", "--min-hits", "3", "--hold-s", "1.5", "--smoothing", "0.2").track
     assert (track.enabled, track.min_hits, track.hold_s, track.smoothing) == (False, 3, 1.5, 0.2)
     assert parse().track.enabled == "auto" and parse("--track").track.enabled is True

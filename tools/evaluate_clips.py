@@ -229,8 +229,8 @@ def _video(clip: Clip, workdir: Path) -> Path:
 
 
 def fresh(detector):
-    """A new Detector on the same loaded model and settings: each clip starts the
-    refine self-check afresh, as main.py does on each video."""
+    """A new Detector on the same loaded model and settings, as main.py builds one
+    for each video (the patch-map check's verdict is kept per loaded model)."""
     from realtime import Detector
 
     return Detector((), detector.config, detector.model)

@@ -289,7 +289,9 @@ def _search_detector(config: Config):
     from ..engine.model import load_model
 
     hf_logging.disable_progress_bar()
-    return Detector((), config.detector, load_model(config.model))
+    # Stored embeddings have no pixels to fit boxes on: patch maps outline them where
+    # the index stored any, with no patch-map check to run.
+    return Detector((), dataclasses.replace(config.detector, fit=False), load_model(config.model))
 
 
 def _video_info(rows: list[dict]) -> dict[str, tuple[str, float]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 import time
 from typing import Sequence
 
@@ -18,13 +19,14 @@ import numpy as np
 import torch
 
 from .boxes import Boxes, FineMap, linear_scores, maps_to_boxes
-from ..config import DetectorConfig, ModelConfig
+from ..config import ConfigError, DetectorConfig, ModelConfig
 from ..detections import Detections
 from .frames import FrameUploader
 from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
-from .fit import BoxFitter, RefineCheck, ZoomFitter
+from .fit import BoxFitter, ZoomFitter
+from .patchcheck import PatchCheck, check_patch_map
 from .verify import BoxVerifier
 
 
@@ -32,7 +34,11 @@ class Detector:
     """Zero-shot detection with CLIP: one frame at a time, any number of prompts."""
 
     def __init__(self, prompts: Sequence[str] | str = (), config: DetectorConfig | None = None,
-                 model: ClipModel | ModelConfig | str | None = None) -> None:
+                 model: ClipModel | ModelConfig | str | None = None,
+                 check_cache_dir: Path | None = None) -> None:
+        """`check_cache_dir` keeps the patch-map check's verdict on disk between runs
+        (realtime.engine.patchcheck.default_cache_dir() is the front ends' choice);
+        None: measured once per loaded model and settings in this process."""
         self.config = config or DetectorConfig()
         self.model = _as_model(model)
         self.bank = PromptBank(self.model, self.config.templates,
@@ -42,13 +48,38 @@ class Detector:
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
         mode = self.config.fit_mode
         self.fitter = (ZoomFitter if mode == "zoom" else BoxFitter)(self.model, self.verifier.crops)
-        self.refine_check = RefineCheck(mode)
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()
         self._text = torch.empty(0)
+        self.outlines = True
+        self.patch_check: PatchCheck | None = None
+        self.set_outlines(self._decide_outlines(check_cache_dir))
         if prompts:
             self.set_prompts(prompts)
+
+    def _decide_outlines(self, cache_dir: Path | None) -> bool:
+        """Whether the patch map outlines window regions: `refine` on or off as set;
+        auto, where the crop fit is the other way, as the patch-map check finds."""
+        refine = self.config.refine
+        if refine is False or not self.config.fits:
+            return refine is not False
+        if refine is True:
+            return True
+        try:
+            self.patch_check = check_patch_map(self, cache_dir)
+        except ConfigError:     # over the memory budget: check_frame_size names the key
+            return True
+        finally:
+            self.labels, self._text = (), torch.empty(0)    # the check's scene prompts
+        return self.patch_check.trusted
+
+    def set_outlines(self, outlines: bool) -> None:
+        """Outline window regions with the patch map (True) or fit them by crops; the
+        refine pass is computed only while it outlines."""
+        self.outlines = outlines
+        if hasattr(self.method, "use_fine"):
+            self.method.use_fine = outlines
 
     def set_prompts(self, prompts: Sequence[str] | str) -> tuple[str, ...]:
         """Change what to look for (a string is one prompt); only prompts not seen
@@ -141,13 +172,9 @@ class Detector:
                                 timestamp_s, (time.perf_counter() - start) * 1000.0)
 
     def _regions(self, relevance, similarity, probability, grid, fine, has_pixels: bool):
-        """Each prompt's window regions, outlined by the patch map where this model's
-        patch map is trusted (RefineCheck), else marked to be fitted by crops."""
-        fits = self.config.fits and has_pixels
-        if fits and fine is not None:
-            fits = not self.refine_check.observe(probability, grid, fine.relevance, fine.grid,
-                                                 self.config.gate)
-            self.method.use_fine = self.refine_check.needs_patch_map
+        """Each prompt's window regions, outlined by the patch map where it outlines
+        (set_outlines), else marked to be fitted by crops."""
+        fits = self.config.fits and has_pixels and not (self.outlines and fine is not None)
         boxes = maps_to_boxes(relevance, similarity, probability, grid, self.config,
                               fine=None if fits else fine)
         return _Regions(boxes, fits)

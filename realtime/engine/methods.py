@@ -104,13 +104,17 @@ class WindowsMethod(Method):
         self.model, self.config = model, config
         self._plans: dict[tuple[int, int], _WindowPlan] = {}
         self._fine = None
-        self.use_fine = True    # off once the detector finds the patch map does not localise
+        self.use_fine = True    # off where the detector fits boxes by crops instead
         if config.refine:
             short = config.refine_input_px
             # MaskCLIP's value path: the variant the bundled model was trained for
             # and the one its outlines were measured with (docs/method.md).
             self._fine = DenseMethod(model, dataclasses.replace(config, dense_variant="maskclip"),
                                      2 * model.spec.image_px if short == "auto" else short)
+
+    def layout(self) -> dict:
+        # whether patch maps are stored, not the setting: refine auto resolves at load
+        return {**super().layout(), "refine": self._fine is not None and self.use_fine}
 
     def check_frame_size(self, frame_h: int, frame_w: int) -> None:
         """ConfigError when frames of this size do not fit the layout or the memory budget."""

@@ -1,13 +1,11 @@
-"""Box fitting by crops, and the self-check that decides whether patch maps outline boxes."""
+"""Box fitting by crops."""
 
 import numpy as np
 import torch
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import (TRIMS, RefineCheck, _merged, _upper_bound, object_side, pool,
-                                 squares, trim_edges, trim_masks)
-from realtime.engine.tiles import TileGrid
+from realtime.engine.fit import TRIMS, _merged, object_side, squares, trim_edges, trim_masks
 
 SIDES = np.array([240.0, 170.0, 120.0, 84.0, 60.0])
 
@@ -78,56 +76,6 @@ def test_two_candidates_fitted_onto_one_object_become_one_box():
     assert merged.boxes.tolist() == [[12, 12, 48, 48], [100, 100, 140, 140]]
 
 
-def test_pooling_a_fine_map_onto_the_window_grid():
-    fine, coarse = TileGrid(80, 40, 4, 8), TileGrid(80, 40, 2, 4)
-    pooled = pool(np.arange(32, dtype=np.float32).reshape(1, 4, 8), fine, coarse)
-    assert pooled.shape == (1, 2, 4)
-    assert pooled[0, 0, 0] == pytest.approx(np.mean([0, 1, 8, 9]))
-
-
-def _frame(agree: bool, rng):
-    """A present prompt's window probabilities (a gated block) and a patch map that
-    is that block, finer (agree), or noise peaking in a corner (not)."""
-    probability = np.full((1, 4, 4), 0.05, np.float32)
-    probability[0, 1:3, 1:3] = 0.9
-    if agree:
-        fine = np.kron(probability, np.ones((2, 2))) + 0.01 * rng.normal(size=(1, 8, 8))
-    else:
-        fine = rng.normal(size=(1, 8, 8))
-        fine[0, 0, 7] = 10.0
-    return probability, fine.astype(np.float32)
-
-
-@pytest.mark.parametrize("agree", [True, False])
-def test_the_self_check_trusts_patch_maps_only_where_they_agree_with_the_windows(agree):
-    rng = np.random.default_rng(0)
-    check = RefineCheck()
-    grid, fine_grid = TileGrid(64, 64, 4, 4), TileGrid(64, 64, 8, 8)
-    for _ in range(RefineCheck.CHECKS):
-        probability, fine = _frame(agree, rng)
-        assert check.observe(probability, grid, fine, fine_grid, 0.5) is agree
-    assert check.decided and check.trusted is agree
-    probability, fine = _frame(not agree, rng)          # decided: the verdict holds
-    assert check.observe(probability, grid, fine, fine_grid, 0.5) is agree
-    fresh = RefineCheck()                               # no prompt passes: nothing learnt
-    probability, fine = _frame(False, rng)
-    fresh.observe(probability * 0.1, grid, fine, fine_grid, 0.5)
-    assert fresh.hits == []
-
-
-def test_an_undecided_check_distrusts_only_what_its_misses_rule_out():
-    # One miss in two checks could still be a model with 80 % hits; nine misses
-    # in ten cannot.
-    assert _upper_bound(0.5, 2) >= RefineCheck().min_hits
-    assert _upper_bound(0.1, 10) < RefineCheck().min_hits
-    assert _upper_bound(1.0, 5) == pytest.approx(1.0)
-    check = RefineCheck()
-    check.hits, check.correlations = [True, False], [0.3, 0.3]
-    assert check.trusted
-    check.hits, check.correlations = [True] + [False] * 9, [0.3] * 10
-    assert not check.trusted
-
-
 def test_a_detector_fits_by_crops_unless_zoom_is_asked():
     from realtime.config import DetectorConfig
     from realtime.engine.detector import Detector
@@ -136,24 +84,3 @@ def test_a_detector_fits_by_crops_unless_zoom_is_asked():
     crops = Detector((), DetectorConfig(), StubClip())
     zoom = Detector((), DetectorConfig(fit_mode="zoom"), StubClip())
     assert type(crops.fitter) is BoxFitter and type(zoom.fitter) is ZoomFitter
-    # each fit has its own rule for trusting the patch map instead (RULES)
-    assert (crops.refine_check.min_hits, crops.refine_check.correlation) == RefineCheck.RULES["crops"]
-    assert (zoom.refine_check.min_hits, zoom.refine_check.correlation) == RefineCheck.RULES["zoom"]
-
-
-def test_a_weak_correlation_is_tolerated_while_undecided_and_distrusted_once_decided():
-    # Hits alone do not make a patch map trustworthy: a contrastive-only model's
-    # best patch often lies in the right window while its map barely follows them.
-    # Against the zoom fit it takes a stronger correlation to be trusted.
-    check = RefineCheck("zoom")
-    check.hits, check.correlations = [True] * 10, [0.15] * 10
-    assert check.trusted                               # a few noisy early checks
-    check.hits, check.correlations = [True] * RefineCheck.CHECKS, [0.15] * RefineCheck.CHECKS
-    assert not check.trusted
-    against_crops = RefineCheck("crops")
-    against_crops.hits, against_crops.correlations = check.hits, check.correlations
-    assert against_crops.trusted
-    strong = RefineCheck("zoom")
-    strong.hits = [True] * 30 + [False] * (RefineCheck.CHECKS - 30)   # 67 % hits, crowded scene
-    strong.correlations = [0.3] * RefineCheck.CHECKS
-    assert strong.trusted
