@@ -137,12 +137,13 @@ class DetectorConfig:
                            "crops around it (a batch to find its centre, one to find its size; "
                            "see docs/method.md), which also verifies it; auto = on for windows",
                            auto=True)
-    fit_mode: str = _opt("crops", "fit: how a region's box is found again; crops = one crop "
+    fit_mode: str = _opt("auto", "fit: how a region's box is found again; crops = one crop "
                          "hidden from each side in turn for the centre, concentric crops for the "
                          "size (22 per candidate); zoom = the walkthrough's windows at half the "
                          "window size and a sixth of its stride, only around each candidate "
-                         "(about 53 crops per candidate; worse boxes than crops on the tuning "
-                         "model; see docs/method.md)", choices=("crops", "zoom"))
+                         "(about 53 crops per candidate); auto = the better of the two on this "
+                         "model, measured with the patch map by the box check at load "
+                         "(docs/method.md)", choices=("auto", "crops", "zoom"))
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
                                 "share of its long side", lo=0.0, hi=1.0)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",

@@ -34,10 +34,9 @@ def _run_frames(detector, kinds=("single", "two-classes", "twins"), frames=10, s
 @pytest.mark.parametrize("path, trusted", [(SHAPES, True), (TUNING, False), (HELD_OUT, False)])
 def test_patch_maps_outline_boxes_only_on_a_model_whose_patch_tokens_localise(path, trusted):
     detector = Detector((), DetectorConfig(), _model(path))
-    check = detector.patch_check
-    assert check.trusted is trusted, check
-    # measured 0.73 / 0.48, 0.29 / 0.62 and 0.24 / 0.61 (patch map / crop fit)
-    assert abs(check.patch_map_iou - check.fit_iou) >= 0.15, check
+    check = detector.box_check
+    assert (check.choice == "patch map") is trusted, check
+    assert abs(check.of("patch map") - check.of("crops")) >= 0.15, check
     assert detector.method.use_fine is trusted      # the pass is not paid for where unused
     found = [len(f) for _, _, f in _run_frames(detector, kinds=("single",), frames=3)]
     assert detector.method.use_fine is trusted and sum(found) >= 2
@@ -56,7 +55,7 @@ def test_a_model_whose_patch_tokens_are_noise_still_gets_fitted_boxes_from_the_d
             for box, label in zip(truth.boxes, truth.labels):
                 mine = found.for_label(label).boxes
                 ious[name].append(evaluate_clips.iou_matrix(mine, box[None]).max() if len(mine) else 0.0)
-    assert not defaults.patch_check.trusted
+    assert defaults.box_check.choice != "patch map"
     assert np.mean(ious["defaults"]) >= np.mean(ious["walkthrough"]) + 0.15, ious
     assert np.mean(ious["defaults"]) >= 0.4, ious
 

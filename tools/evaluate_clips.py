@@ -230,7 +230,7 @@ def _video(clip: Clip, workdir: Path) -> Path:
 
 def fresh(detector):
     """A new Detector on the same loaded model and settings, as main.py builds one
-    for each video (the patch-map check's verdict is kept per loaded model)."""
+    for each video (the box check's verdict is kept per loaded model)."""
     from realtime import Detector
 
     return Detector((), detector.config, detector.model)

@@ -80,7 +80,7 @@ class ChunkIndexer:
         self.index_dir = Path(settings.index_dir)
         model = model if model is not None else load_model(settings.model)
         # Indexing stores what search scores later, without pixels: nothing is fitted,
-        # so the patch map is stored (refine as set) with no patch-map check to run.
+        # so the patch map is stored (refine as set) with no box check to run.
         self.detector = Detector((), dataclasses.replace(settings.detector, fit=False), model)
         # The whole-frame embedding comes from the classify method's vision pass,
         # on the same loaded model.

@@ -290,7 +290,7 @@ def _search_detector(config: Config):
 
     hf_logging.disable_progress_bar()
     # Stored embeddings have no pixels to fit boxes on: patch maps outline them where
-    # the index stored any, with no patch-map check to run.
+    # the index stored any, with no box check to run.
     return Detector((), dataclasses.replace(config.detector, fit=False), load_model(config.model))
 
 

@@ -26,7 +26,7 @@ from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
 from .fit import BoxFitter, ZoomFitter
-from .patchcheck import PatchCheck, check_patch_map
+from .boxcheck import CROPS, PATCH_MAP, ZOOM, BoxCheck, check_boxes
 from .verify import BoxVerifier
 
 
@@ -36,8 +36,8 @@ class Detector:
     def __init__(self, prompts: Sequence[str] | str = (), config: DetectorConfig | None = None,
                  model: ClipModel | ModelConfig | str | None = None,
                  check_cache_dir: Path | None = None) -> None:
-        """`check_cache_dir` keeps the patch-map check's verdict on disk between runs
-        (realtime.engine.patchcheck.default_cache_dir() is the front ends' choice);
+        """`check_cache_dir` keeps the box check's verdict on disk between runs
+        (realtime.engine.boxcheck.default_cache_dir() is the front ends' choice);
         None: measured once per loaded model and settings in this process."""
         self.config = config or DetectorConfig()
         self.model = _as_model(model)
@@ -46,40 +46,49 @@ class Detector:
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin)
-        mode = self.config.fit_mode
-        self.fitter = (ZoomFitter if mode == "zoom" else BoxFitter)(self.model, self.verifier.crops)
+        self.fitters = {CROPS: BoxFitter(self.model, self.verifier.crops),
+                        ZOOM: ZoomFitter(self.model, self.verifier.crops)}
+        self.fitter = self.fitters[ZOOM if self.config.fit_mode == ZOOM else CROPS]
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()
         self._text = torch.empty(0)
-        self.outlines = True
-        self.patch_check: PatchCheck | None = None
-        self.set_outlines(self._decide_outlines(check_cache_dir))
+        self.box_check: BoxCheck | None = None
+        self.use_way(self._decide_way(check_cache_dir))
         if prompts:
             self.set_prompts(prompts)
 
-    def _decide_outlines(self, cache_dir: Path | None) -> bool:
-        """Whether the patch map outlines window regions: `refine` on or off as set;
-        auto, where the crop fit is the other way, as the patch-map check finds."""
-        refine = self.config.refine
-        if refine is False or not self.config.fits:
-            return refine is not False
-        if refine is True:
-            return True
+    def _ways(self) -> tuple[str, ...]:
+        """The ways window regions may get their boxes under these settings."""
+        config = self.config
+        if not config.fits or config.refine is True:
+            return (PATCH_MAP,)     # outlined where a patch map is computed, else as they are
+        fits = (CROPS, ZOOM) if config.fit_mode == "auto" else (config.fit_mode,)
+        return ((PATCH_MAP,) if config.refine == "auto" else ()) + fits
+
+    def _decide_way(self, cache_dir: Path | None) -> str:
+        """The way itself where there is one; else what the box check measures best."""
+        ways = self._ways()
+        if len(ways) == 1:
+            return ways[0]
+        self.use_way(ways[0])
         try:
-            self.patch_check = check_patch_map(self, cache_dir)
+            self.box_check = check_boxes(self, ways, cache_dir)
         except ConfigError:     # over the memory budget: check_frame_size names the key
-            return True
+            return ways[0]
         finally:
             self.labels, self._text = (), torch.empty(0)    # the check's scene prompts
-        return self.patch_check.trusted
+        return self.box_check.choice
 
-    def set_outlines(self, outlines: bool) -> None:
-        """Outline window regions with the patch map (True) or fit them by crops; the
-        refine pass is computed only while it outlines."""
-        self.outlines = outlines
+    def use_way(self, way: str) -> None:
+        """Outline window regions with the patch map (PATCH_MAP) or fit them (CROPS,
+        ZOOM); the refine pass is computed only while it outlines."""
+        self.way = way
+        self.outlines = way == PATCH_MAP
+        if way in self.fitters:
+            self.fitter = self.fitters[way]
         if hasattr(self.method, "use_fine"):
-            self.method.use_fine = outlines
+            self.method.use_fine = self.outlines
 
     def set_prompts(self, prompts: Sequence[str] | str) -> tuple[str, ...]:
         """Change what to look for (a string is one prompt); only prompts not seen

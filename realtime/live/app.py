@@ -170,13 +170,13 @@ def load_detector(prompts: tuple[str, ...], config: Config):
 
     from ..engine.detector import Detector
     from ..engine.model import load_model
-    from ..engine.patchcheck import default_cache_dir
+    from ..engine.boxcheck import default_cache_dir
 
     hf_logging.disable_progress_bar()   # the app's own progress bar is the one that matters
     detector = Detector(prompts, config.detector, load_model(config.model),
                         check_cache_dir=default_cache_dir())
-    if detector.patch_check is not None:
-        print(detector.patch_check.line(), file=sys.stderr)
+    if detector.box_check is not None:
+        print(detector.box_check.line(), file=sys.stderr)
     return detector
 
 

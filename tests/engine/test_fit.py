@@ -76,11 +76,11 @@ def test_two_candidates_fitted_onto_one_object_become_one_box():
     assert merged.boxes.tolist() == [[12, 12, 48, 48], [100, 100, 140, 140]]
 
 
-def test_a_detector_fits_by_crops_unless_zoom_is_asked():
+def test_a_detector_fits_the_way_fit_mode_names():
     from realtime.config import DetectorConfig
     from realtime.engine.detector import Detector
     from realtime.engine.fit import BoxFitter, ZoomFitter
     from tests.stubs import StubClip
-    crops = Detector((), DetectorConfig(), StubClip())
+    crops = Detector((), DetectorConfig(fit_mode="crops"), StubClip())
     zoom = Detector((), DetectorConfig(fit_mode="zoom"), StubClip())
     assert type(crops.fitter) is BoxFitter and type(zoom.fitter) is ZoomFitter

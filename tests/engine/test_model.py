@@ -162,7 +162,7 @@ def test_naclip_neighbourhood_falls_off_with_patch_distance():
 def test_batches_are_split_to_fit_the_memory_budget_with_the_same_result(tiny_model_dir):
     from realtime.engine.model import image_bytes
 
-    config = DetectorConfig(tile_px=32, refine=False, verify=False)     # 234 windows
+    config = DetectorConfig(tile_px=32, refine=False, fit_mode="crops", verify=False)  # 234 windows
     frame = MovingScene(640, 480, n_shapes=2, seed=3).frame(0).frame
     results, batches = {}, {}
     for budget in ("auto", 32):
