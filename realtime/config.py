@@ -146,6 +146,13 @@ class DetectorConfig:
                          "(docs/method.md)", choices=("auto", "crops", "zoom"))
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
                                 "share of its long side", lo=0.0, hi=1.0)
+    verify_context: float | str = _opt("auto", "verify: a second crop per box with this share "
+                                       "of its long side added on each side; the box must "
+                                       "pass the gate on both (background that looks like "
+                                       "the prompt up close rarely does in context); 0 = its "
+                                       "own crop only; auto = 0.5 for windows, 0 for dense "
+                                       "and occlusion (docs/method.md)", lo=0.0, hi=2.0,
+                                       auto=True)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
                                 lo=2, hi=32)
 
@@ -153,6 +160,13 @@ class DetectorConfig:
     def fits(self) -> bool:
         """Whether window regions are fitted by crops (realtime.engine.fit)."""
         return self.method == "windows" and self.fit in ("auto", True)
+
+    @property
+    def context_margin(self) -> float:
+        """verify_context with auto resolved for the method."""
+        if self.verify_context == "auto":
+            return 0.5 if self.method == "windows" else 0.0
+        return float(self.verify_context)
 
     @property
     def verifies(self) -> bool:

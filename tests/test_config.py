@@ -71,3 +71,14 @@ def test_every_field_has_help():
 
 def test_defaults_are_valid():
     assert Config().detector.method == "windows"
+
+
+def test_verify_context_auto_is_a_context_crop_for_windows_only():
+    assert DetectorConfig().context_margin == 0.5
+    assert DetectorConfig(method="dense").context_margin == 0.0
+    assert DetectorConfig(method="occlusion").context_margin == 0.0
+    assert DetectorConfig(method="dense", verify_context=0.3).context_margin == 0.3
+    with pytest.raises(ConfigError, match="verify_context"):
+        DetectorConfig(verify_context="wide")
+    with pytest.raises(ConfigError, match="verify_context"):
+        DetectorConfig(verify_context=-1.0)

@@ -45,7 +45,8 @@ class Detector:
                                self.config.background_prompts)
         self.method = make_method(self.model, self.config)
         self.upload = FrameUploader(self.model.device)
-        self.verifier = BoxVerifier(self.model, self.config.verify_margin)
+        self.verifier = BoxVerifier(self.model, self.config.verify_margin,
+                                    self.config.context_margin)
         self.fitters = {CROPS: BoxFitter(self.model, self.verifier.crops),
                         ZOOM: ZoomFitter(self.model, self.verifier.crops)}
         self.fitter = self.fitters[ZOOM if self.config.fit_mode == ZOOM else CROPS]

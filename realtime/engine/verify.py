@@ -42,10 +42,17 @@ def crop_squares(boxes: np.ndarray, frame_w: int, frame_h: int, margin: float) -
 
 
 class BoxVerifier:
-    """Re-scores candidate boxes by classifying their crops (one batch per frame)."""
+    """Re-scores candidate boxes by classifying their crops (one batch per frame).
 
-    def __init__(self, model: ClipModel, margin: float) -> None:
-        self.model, self.margin = model, margin
+    Each box is classified on two crops: its own (`margin` of context) and one
+    with more context (`context`, 0: none).  A textured patch of background
+    can look like the prompt up close and rarely does among its surroundings,
+    while an object stays itself in both; a box keeps the lower of its two
+    probabilities, and so must pass the gate on both.
+    """
+
+    def __init__(self, model: ClipModel, margin: float, context: float = 0.0) -> None:
+        self.model, self.margin, self.context = model, margin, context
 
     def crops(self, pixels: torch.Tensor, squares: np.ndarray) -> torch.Tensor:
         """(N, 3, S, S) normalised crops of a (1, 3, H, W) frame; outside the frame
@@ -76,11 +83,16 @@ class BoxVerifier:
     @torch.inference_mode()
     def scores(self, pixels: torch.Tensor, found: Boxes, text: torch.Tensor,
                num_prompts: int) -> tuple[np.ndarray, np.ndarray]:
-        """(probability, similarity) of each box's own prompt on its own crop."""
-        squares = crop_squares(found.boxes, pixels.shape[-1], pixels.shape[-2], self.margin)
+        """(probability, similarity) of each box's own prompt: the lower probability
+        of its own crop and its context crop, the similarity on its own crop."""
+        margins = (self.margin, self.context) if self.context > 0 else (self.margin,)
+        frame_w, frame_h = pixels.shape[-1], pixels.shape[-2]
+        squares = np.concatenate([crop_squares(found.boxes, frame_w, frame_h, m)
+                                  for m in margins])
         embeddings = self.model.encode_images(self.crops(pixels, squares), bucket=True)
         sims, probs = unit_scores(embeddings, text, num_prompts, self.model.logit_scale)
-        rows = torch.arange(len(found.boxes), device=sims.device)
-        labels = torch.as_tensor(found.label_ids, device=sims.device)
-        scores = torch.stack([probs[rows, labels], sims[rows, labels]]).float().cpu().numpy()
-        return scores[0], scores[1]
+        rows = torch.arange(len(squares), device=sims.device)
+        labels = torch.as_tensor(np.tile(found.label_ids, len(margins)), device=sims.device)
+        both = torch.stack([probs[rows, labels], sims[rows, labels]]).float().cpu().numpy()
+        both = both.reshape(2, len(margins), len(found.boxes))
+        return both[0].min(axis=0), both[1, 0]

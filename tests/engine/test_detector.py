@@ -22,12 +22,12 @@ def frame_with_blobs(*boxes, size=(320, 240)):
 
 # 8 x 6 tiles of 40 px on 320 x 240; boxes from the window tiles alone (exact geometry;
 # the stub scores a crop by its share of white, so fitting by crops is off here)
-LAYOUT = DetectorConfig(tile_px=40, window_tiles=2, refine=False, fit=False)
+LAYOUT = DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=2, refine=False, fit=False)
 
 
 def test_aggregation_matches_the_walkthrough_loop():
     stub = StubClip()
-    method = WindowsMethod(stub, DetectorConfig(tile_px=40, window_tiles=3, stride_tiles=2))
+    method = WindowsMethod(stub, DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=3, stride_tiles=2))
     plan = method.plan(240, 320)
     grid = plan.grid
     rng = np.random.default_rng(1)
@@ -46,7 +46,7 @@ def test_aggregation_matches_the_walkthrough_loop():
 
 
 def test_tile_maxima_take_the_best_covering_window():
-    method = WindowsMethod(StubClip(), DetectorConfig(tile_px=40, window_tiles=3, stride_tiles=2))
+    method = WindowsMethod(StubClip(), DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=3, stride_tiles=2))
     plan = method.plan(240, 320)
     grid = plan.grid
     rng = np.random.default_rng(2)
@@ -85,7 +85,7 @@ def test_refine_outlines_an_object_smaller_than_a_window():
     # Windows of 120 px around a 40 px blob: the window region is much larger than the
     # blob; the patch map (20 px cells: 8 px patches of a 96 px-high input) outlines it.
     # No background prompts: the stub's windows are mostly background around a small blob.
-    config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
+    config = DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=3, background_prompts=(),
                             refine_input_px=96, fit=False)
     blob = (160, 80, 200, 120)
     coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(blob))
@@ -97,7 +97,7 @@ def test_refine_outlines_an_object_smaller_than_a_window():
 
 
 def test_refine_splits_two_instances_that_one_window_region_merged():
-    config = DetectorConfig(tile_px=40, window_tiles=3, background_prompts=(),
+    config = DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=3, background_prompts=(),
                             refine_input_px=96, fit=False)
     blobs = ((120, 80, 160, 120), (200, 80, 240, 120))    # 40 px apart, both in one window
     coarse = Detector(["white"], replace(config, refine=False), StubClip())(frame_with_blobs(*blobs))
@@ -160,7 +160,7 @@ def test_result_carries_frame_index_timestamp_maps_and_labels_as_given():
 
 
 def test_linear_score_mode_maps_similarity_through_the_range():
-    config = DetectorConfig(tile_px=40, window_tiles=2, score_mode="linear",
+    config = DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=2, score_mode="linear",
                             similarity_range=(0.0, 2.0))
     found = Detector(["white"], config, StubClip())(frame_with_blobs((0, 0, 80, 80)))
     np.testing.assert_allclose(found.scores, found.similarities / 2.0, rtol=1e-5)
@@ -191,7 +191,7 @@ def test_a_single_string_is_one_prompt_not_one_per_character():
     ([[0, 0, 0]], "got list"),
 ], ids=["none", "0x0", "20x0", "2-d", "bgra", "float", "list"])
 def test_a_bad_frame_is_a_value_error_that_says_what_is_expected(method, frame, fragment):
-    detector = Detector(["white"], DetectorConfig(method=method), StubClip())
+    detector = Detector(["white"], DetectorConfig(verify_context=0.0, method=method), StubClip())
     with pytest.raises(ValueError) as err:
         detector(frame)
     assert str(err.value).startswith("expected an HxWx3 uint8 BGR image") and fragment in str(
@@ -201,14 +201,14 @@ def test_a_bad_frame_is_a_value_error_that_says_what_is_expected(method, frame, 
 
 def test_background_prompt_equal_to_a_user_prompt_does_not_compete():
     stub = StubClip()
-    config = DetectorConfig(tile_px=40, window_tiles=2, background_prompts=("white", "floor"))
+    config = DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=2, background_prompts=("white", "floor"))
     found = Detector(["White"], config, stub)(frame_with_blobs((0, 0, 80, 80)))
     assert len(found) == 1
 
 
 def test_dense_finds_the_blob():
     # 48 px on the short side: a 6 x 8 grid of 8 px patches, 40 source px each.
-    config = DetectorConfig(method="dense", dense_input_px=48)
+    config = DetectorConfig(verify_context=0.0, method="dense", dense_input_px=48)
     detector = Detector(["white"], config, StubClip(image_px=32, patch_px=8))
     found = detector(frame_with_blobs((160, 120, 240, 200)))
     assert found.boxes.tolist() == [[160, 120, 240, 200]]
@@ -218,7 +218,7 @@ def test_dense_finds_the_blob():
 def test_occlusion_finds_the_blob_the_whole_frame_decision_rests_on():
     # Occlusion gates on the whole frame's probability, so the object must
     # dominate the frame; masking a cell of it lowers the similarity.
-    config = DetectorConfig(method="occlusion", dense_input_px=64, occlusion_cells=6)
+    config = DetectorConfig(verify_context=0.0, method="occlusion", dense_input_px=64, occlusion_cells=6)
     detector = Detector(["white"], config, StubClip(image_px=32, patch_px=8))
     found = detector(frame_with_blobs((20, 20, 300, 220)))
     assert len(found) == 1
@@ -227,7 +227,7 @@ def test_occlusion_finds_the_blob_the_whole_frame_decision_rests_on():
 
 
 def test_classify_ranks_prompts_without_boxes():
-    detector = Detector(["red", "white"], DetectorConfig(method="classify"), StubClip())
+    detector = Detector(["red", "white"], DetectorConfig(verify_context=0.0, method="classify"), StubClip())
     found = detector(frame_with_blobs((0, 0, 320, 240)))
     assert len(found) == 0
     assert found.frame_scores.argmax() == 1
@@ -238,9 +238,9 @@ def test_classify_ranks_prompts_without_boxes():
 
 
 @pytest.mark.parametrize("config", [replace(LAYOUT, verify=False),
-                                    DetectorConfig(method="dense", verify=False),
-                                    DetectorConfig(method="occlusion", verify=False),
-                                    DetectorConfig(tile_px=40, window_tiles=2, verify=False,
+                                    DetectorConfig(verify_context=0.0, method="dense", verify=False),
+                                    DetectorConfig(verify_context=0.0, method="occlusion", verify=False),
+                                    DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=2, verify=False,
                                                    fit=False)])
 def test_detections_from_stored_embeddings_equal_direct_detection(config):
     # The archive stores encode()'s arrays (in fp16) and scores them later:

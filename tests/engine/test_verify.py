@@ -50,7 +50,7 @@ def test_crops_show_the_box_and_pad_outside_the_frame_with_zero():
 
 def test_boxes_whose_crop_is_not_the_prompt_are_dropped_and_kept_ones_rescored():
     stub = StubClip(image_px=32)
-    config = DetectorConfig(tile_px=40, window_tiles=2, verify_margin=0.0)
+    config = DetectorConfig(tile_px=40, window_tiles=2, verify_margin=0.0, verify_context=0.0)
     detector = Detector(["white"], config, stub)
     frame = torch.zeros(1, 3, 240, 320)
     frame[..., 40:80, 40:80] = 255.0
@@ -64,13 +64,34 @@ def test_boxes_whose_crop_is_not_the_prompt_are_dropped_and_kept_ones_rescored()
 def test_verification_is_one_batch_of_crops_per_frame():
     stub = StubClip(image_px=32)
     detector = Detector(["white"], DetectorConfig(tile_px=40, window_tiles=2, refine=False,
-                                                  fit=False), stub)
+                                                  fit=False, verify_context=0.0), stub)
     frame = np.zeros((240, 320, 3), np.uint8)
     frame[0:80, 0:80] = frame[120:200, 200:280] = 255
     stub.image_batches.clear()
     found = detector(frame)
     assert sorted(found.boxes.tolist()) == [[0, 0, 80, 80], [200, 120, 280, 200]]
     assert stub.image_batches[-1] == 2                   # both crops, one call
+
+
+def test_a_box_must_also_pass_on_its_context_crop_in_the_same_batch():
+    # The stub reads "white" from the share of bright pixels: a white square alone
+    # on black is white up close and not with context; one inside a white area is
+    # white either way.
+    stub = StubClip(image_px=32)
+    frame = torch.zeros(1, 3, 240, 320)
+    frame[..., 20:100, 20:100] = 255.0                  # a white area around the first
+    frame[..., 150:190, 230:270] = 255.0                # a square alone
+    found = candidates([40, 40, 80, 80], [230, 150, 270, 190])
+    kept = {}
+    for context in (0.0, 0.5):
+        detector = Detector(["white"], DetectorConfig(verify_margin=0.0, verify_context=context,
+                                                      refine=True), stub)
+        stub.image_batches.clear()
+        kept[context] = detector.verifier(frame, found, detector._text, 1, gate=0.5)
+        assert stub.image_batches == [2 if context == 0 else 4]     # one batch either way
+    assert len(kept[0.0].boxes) == 2
+    assert kept[0.5].boxes.tolist() == [[40, 40, 80, 80]]
+    assert kept[0.5].probabilities[0] == pytest.approx(kept[0.0].probabilities[0], abs=1e-3)
 
 
 @pytest.mark.parametrize("method, verify, expected", [
