@@ -150,8 +150,9 @@ class DetectorConfig:
                                        "of its long side added on each side; the box must "
                                        "pass the gate on both (background that looks like "
                                        "the prompt up close rarely does in context); 0 = its "
-                                       "own crop only; auto = 0.5 for windows, 0 for dense "
-                                       "and occlusion (docs/method.md)", lo=0.0, hi=2.0,
+                                       "own crop only; auto = 0.5 for windows fitted by crops or "
+                                       "outlined, 0 for the zoom, dense and occlusion "
+                                       "(docs/method.md)", lo=0.0, hi=2.0,
                                        auto=True)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",
                                 lo=2, hi=32)

@@ -88,6 +88,10 @@ class Detector:
         self.outlines = way == PATCH_MAP
         if way in self.fitters:
             self.fitter = self.fitters[way]
+        # auto: the zoom's boxes are looser, and twice their side reaches into the
+        # neighbours (tuning model: recall@0.5 0.64 with one crop, 0.43 with both)
+        auto = self.config.verify_context == "auto"
+        self.verifier.context = 0.0 if auto and way == ZOOM else self.config.context_margin
         if hasattr(self.method, "use_fine"):
             self.method.use_fine = self.outlines
 

@@ -100,3 +100,13 @@ def test_an_unwritable_or_broken_cache_only_means_measuring_again(tmp_path):
     again = Detector((), DetectorConfig(), StubClip(), check_cache_dir=tmp_path)
     assert not again.box_check.cached
     assert os.path.getsize(tmp_path / f"{key}.json") > len("{broken")   # rewritten whole
+
+
+@pytest.mark.parametrize("keys, context", [({"refine": False, "fit_mode": "crops"}, 0.5),
+                                           ({"refine": False, "fit_mode": "zoom"}, 0.0),
+                                           ({"refine": True}, 0.5),
+                                           ({"refine": False, "fit_mode": "zoom",
+                                             "verify_context": 0.3}, 0.3)])
+def test_the_context_crop_follows_the_way_unless_set(keys, context):
+    detector = Detector((), DetectorConfig(**keys), StubClip())
+    assert detector.verifier.context == context
