@@ -167,17 +167,28 @@ def check_prompts() -> tuple[tuple[str, ...], ...]:
     return tuple(out)
 
 
+@functools.lru_cache(maxsize=1)
+def engine_digest() -> str:
+    """A digest of the engine's source: a verdict measured by other code is stale."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def cache_key(model, config) -> str:
     """A digest of what the verdict depends on: the model (its files, where it is a
-    local directory), its device and dtype, the detector settings and this check."""
+    local directory), its device and dtype, the detector settings and the engine's
+    code (engine_digest)."""
     name = str(getattr(model, "name", type(model).__name__))
     files = []
     local = Path(name).expanduser()
     if local.is_dir():
         files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns)
                        for p in local.iterdir() if p.is_file())
-    blob = json.dumps([CHECK_VERSION, name, files, str(model.device.type), str(model.dtype),
-                       dataclasses.asdict(config)], sort_keys=True, default=str)
+    blob = json.dumps([CHECK_VERSION, engine_digest(), name, files, str(model.device.type),
+                       str(model.dtype), dataclasses.asdict(config)], sort_keys=True,
+                      default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

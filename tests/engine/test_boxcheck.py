@@ -90,6 +90,12 @@ def test_the_cache_key_follows_the_model_files_and_settings(tmp_path):
     assert cache_key(model, config) != key
 
 
+def test_the_cache_key_follows_the_engine_code(monkeypatch):
+    key = cache_key(StubClip(), DetectorConfig())
+    monkeypatch.setattr(boxcheck, "engine_digest", lambda: "other code")
+    assert cache_key(StubClip(), DetectorConfig()) != key
+
+
 def test_an_unwritable_or_broken_cache_only_means_measuring_again(tmp_path):
     blocked = tmp_path / "file"
     blocked.write_text("not a directory")
