@@ -452,8 +452,9 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
         pixels = detector.upload(frame)
         grid = detector.method.plan(*pixels.shape[-2:]).grid
         floor = np.zeros(len(detector.labels), np.float32)
+        per_box = 2 if detector.verifier.context > 0 else 1     # own crop, context crop
         stages = [("verify stage alone", lambda: detector.verifier(
-            pixels, found, detector._text, len(detector.labels), 0.0), count)]
+            pixels, found, detector._text, len(detector.labels), 0.0), count * per_box)]
         if detector.config.fits:
             regions = window_regions(boxes, window_px(grid), pixels.shape[-1], pixels.shape[-2])
             stages.insert(0, (f"fit stage alone ({type(detector.fitter).__name__})",

@@ -91,7 +91,7 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     assert "extrapolated" in rows["walkthrough loop"]["note"]
     assert rows["OWL-ViT graph"]["median_ms"] is None and "n/a" in rows["OWL-ViT graph"]["note"]
     assert all(check["stages_match_detect"] for check in report["checks"].values())
-    verify = rows["verify stage alone, 3 box crops"]
+    verify = rows["verify stage alone, 6 box crops"]      # 3 boxes x (own + context crop)
     assert verify["median_ms"] > 0 and verify["fps"] is None
     fit = next(r for name, r in rows.items() if name.startswith("fit stage alone"))
     assert fit["median_ms"] > 0 and "66 box crops" in fit["name"]   # 3 x (17 centre + 5 sizes)
