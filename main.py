@@ -60,7 +60,7 @@ FLAGS: tuple[tuple[str, str, str, dict], ...] = (
     ("--dense-variant", "detector", "dense_variant",
      {"choices": ("maskclip", "clearclip", "sclip", "naclip")}),
     ("--fit", "detector", "fit", {"action": argparse.BooleanOptionalAction}),
-    ("--fit-mode", "detector", "fit_mode", {"choices": ("auto", "crops", "zoom")}),
+    ("--fit-mode", "detector", "fit_mode", {"choices": ("auto", "segment", "crops", "zoom")}),
     ("--verify", "detector", "verify", {"action": argparse.BooleanOptionalAction}),
     ("--track", "track", "enabled", {"action": argparse.BooleanOptionalAction}),
     ("--min-hits", "track", "min_hits", {"type": int, "metavar": "N"}),

@@ -137,21 +137,23 @@ class DetectorConfig:
                            "crops around it (a batch to find its centre, one to find its size; "
                            "see docs/method.md), which also verifies it; auto = on for windows",
                            auto=True)
-    fit_mode: str = _opt("auto", "fit: how a region's box is found again; crops = one crop "
-                         "hidden from each side in turn for the centre, concentric crops for the "
-                         "size (22 per candidate); zoom = the walkthrough's windows at half the "
-                         "window size and a sixth of its stride, only around each candidate "
-                         "(about 53 crops per candidate); auto = the better of the two on this "
-                         "model, measured with the patch map by the box check at load "
-                         "(docs/method.md)", choices=("auto", "crops", "zoom"))
+    fit_mode: str = _opt("auto", "fit: how a region's box is found again; segment = cut "
+                         "out of the frame's pixels around the region (GrabCut, no crops; the "
+                         "verify stage then gates each part); crops = one crop hidden from each "
+                         "side in turn for the centre, concentric crops for the size (22 per "
+                         "candidate); zoom = the walkthrough's windows at half the window size "
+                         "and a sixth of its stride, only around each candidate (about 53 crops "
+                         "per candidate); auto = the best of the three on this model, measured "
+                         "with the patch map by the box check at load (docs/method.md)",
+                         choices=("auto", "segment", "crops", "zoom"))
     verify_margin: float = _opt(0.1, "verify: context added around a box on each side, as a "
                                 "share of its long side", lo=0.0, hi=1.0)
     verify_context: float | str = _opt("auto", "verify: a second crop per box with this share "
                                        "of its long side added on each side; the box must "
                                        "pass the gate on both (background that looks like "
                                        "the prompt up close rarely does in context); 0 = its "
-                                       "own crop only; auto = 0.5 for windows fitted by crops or "
-                                       "outlined, 0 for the zoom, dense and occlusion "
+                                       "own crop only; auto = 0.5 for windows segmented, fitted "
+                                       "by crops or outlined, 0 for the zoom, dense and occlusion "
                                        "(docs/method.md)", lo=0.0, hi=2.0,
                                        auto=True)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",

@@ -1,12 +1,14 @@
 """How window regions get their boxes on this model: measured once, when it loads.
 
 A window region says that a prompt is in a part of the frame, not how far it
-extends; three ways find its box.  The refine pass outlines it with the
+extends; four ways find its box.  The refine pass outlines it with the
 model's patch map: tight boxes on a model whose patch tokens localise (the
 bundled shapes model was trained for it), wrong ones on a model whose do not
-(public CLIPs were trained on whole images only).  The crop fit and the zoom
-(realtime.engine.fit) need nothing of the patch tokens, and which of them
-fits better differs between models too.  Which way a model should use is not
+(public CLIPs were trained on whole images only).  Segmentation
+(realtime.engine.segment) cuts the box out of the frame's pixels and needs
+nothing of the model; the crop fit and the zoom (realtime.engine.fit) need
+nothing of the patch tokens, and which of them fits better differs between
+models too.  Which way a model should use is not
 guessed from its name or its patch size but measured: a few generated scenes
 of coloured shapes with known boxes (realtime.scenes, fixed seed) are run
 through the detector's own settings each way, with their captions and one
@@ -15,7 +17,7 @@ score the best panoptic quality is used: the IoU summed over boxes matched
 one to one to a true object of their prompt at IoU > 0.5, divided by
 matched + (false boxes + missed objects) / 2 (Kirillov et al.'s PQ, the
 usual single figure for "right, not missed, nothing false").  A tie goes to
-the earlier of PREFERENCE (the crop fit: the cheapest, and blind to the
+the earlier of PREFERENCE (segmentation: the cheapest, and blind to the
 patch tokens).  The rule has no constant to tune.
 
 The verdict is kept per loaded model and settings, and on disk (a JSON file
@@ -40,10 +42,10 @@ import numpy as np
 
 from .boxes import iou_matrix
 
-PATCH_MAP, CROPS, ZOOM = "patch map", "crops", "zoom"
-PREFERENCE = (CROPS, ZOOM, PATCH_MAP)     # a tie goes to the earlier way
+PATCH_MAP, SEGMENT, CROPS, ZOOM = "patch map", "segment", "crops", "zoom"
+PREFERENCE = (SEGMENT, CROPS, ZOOM, PATCH_MAP)     # a tie goes to the earlier (cheaper) way
 # Changing what the check measures makes old cached verdicts stale.
-CHECK_VERSION = 3
+CHECK_VERSION = 4
 SHAPES_PER_SCENE = (1, 2, 3, 2, 2, 3)
 CHECK_SCENES = len(SHAPES_PER_SCENE)   # enough: the kinds differ by 0.2-0.4 IoU (docs/method.md)
 SCENE_W, SCENE_H, SCENE_SEED = 640, 480, 1234
@@ -68,8 +70,8 @@ class BoxCheck:
         return dict(self.quality)[way]
 
     def line(self) -> str:
-        way = {PATCH_MAP: "outlined by the patch map", CROPS: "fitted by crops",
-               ZOOM: "fitted by the zoom"}[self.choice]
+        way = {PATCH_MAP: "outlined by the patch map", SEGMENT: "cut out by segmentation",
+               CROPS: "fitted by crops", ZOOM: "fitted by the zoom"}[self.choice]
         figures = ", ".join(f"{name} {value:.2f}" for name, value in self.quality)
         where = ", cached" if self.cached else ""
         return (f"box check: boxes {way} (panoptic quality on {self.scenes} generated scenes: "

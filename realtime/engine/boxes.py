@@ -194,3 +194,19 @@ def _nested(a: np.ndarray, b: np.ndarray) -> bool:
 def linear_scores(similarities: np.ndarray, low: float, high: float) -> np.ndarray:
     """The common heuristic percentage: similarity mapped linearly from [low, high] to [0, 1]."""
     return np.clip((similarities - low) / (high - low), 0.0, 1.0).astype(np.float32)
+
+
+def merge_same(found: Boxes, merge_iou: float) -> Boxes:
+    """Candidates of one prompt that fitted onto the same object: the most probable
+    box stays (non-maximum suppression; a box nested in a kept one is the same object)."""
+    order = np.argsort(-found.probabilities, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        same = [k for k in kept if found.label_ids[k] == found.label_ids[i]]
+        if not any(box_iou(found.boxes[i], found.boxes[k]) > merge_iou
+                   or _nested(found.boxes[i], found.boxes[k]) for k in same):
+            kept.append(int(i))
+    kept.sort()
+    return Boxes(found.boxes[kept], found.probabilities[kept], found.similarities[kept],
+                 found.label_ids[kept])
+

@@ -26,7 +26,8 @@ from .methods import ClassifyMethod, Encoded, ScoreMaps, make_method
 from .model import ClipModel, load_model
 from .prompts import PromptBank, clean_prompts
 from .fit import BoxFitter, ZoomFitter
-from .boxcheck import CROPS, PATCH_MAP, ZOOM, BoxCheck, check_boxes
+from .boxcheck import CROPS, PATCH_MAP, SEGMENT, ZOOM, BoxCheck, check_boxes
+from .segment import BoxSegmenter
 from .verify import BoxVerifier
 
 
@@ -47,9 +48,11 @@ class Detector:
         self.upload = FrameUploader(self.model.device)
         self.verifier = BoxVerifier(self.model, self.config.verify_margin,
                                     self.config.context_margin)
+        self.segmenter = BoxSegmenter()
         self.fitters = {CROPS: BoxFitter(self.model, self.verifier.crops),
                         ZOOM: ZoomFitter(self.model, self.verifier.crops)}
-        self.fitter = self.fitters[ZOOM if self.config.fit_mode == ZOOM else CROPS]
+        self.fitter = self.fitters[self.config.fit_mode if self.config.fit_mode in self.fitters
+                                   else CROPS]
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()
@@ -64,7 +67,7 @@ class Detector:
         config = self.config
         if not config.fits or config.refine is True:
             return (PATCH_MAP,)     # outlined where a patch map is computed, else as they are
-        fits = (CROPS, ZOOM) if config.fit_mode == "auto" else (config.fit_mode,)
+        fits = (SEGMENT, CROPS, ZOOM) if config.fit_mode == "auto" else (config.fit_mode,)
         return ((PATCH_MAP,) if config.refine == "auto" else ()) + fits
 
     def _decide_way(self, cache_dir: Path | None) -> str:
@@ -82,8 +85,9 @@ class Detector:
         return self.box_check.choice
 
     def use_way(self, way: str) -> None:
-        """Outline window regions with the patch map (PATCH_MAP) or fit them (CROPS,
-        ZOOM); the refine pass is computed only while it outlines."""
+        """Outline window regions with the patch map (PATCH_MAP), segment them
+        (SEGMENT) or fit them (CROPS, ZOOM); the refine pass is computed only while it
+        outlines."""
         self.way = way
         self.outlines = way == PATCH_MAP
         if way in self.fitters:
@@ -129,7 +133,7 @@ class Detector:
         start = time.perf_counter()
         pixels = self.upload(frame_bgr)
         maps = self.method(pixels, self._text, len(self.labels))
-        return self._boxes(maps, pixels, frame_index, timestamp_s, start)
+        return self._boxes(maps, pixels, frame_index, timestamp_s, start, frame_bgr)
 
     @torch.inference_mode()
     def encode(self, frame_bgr: np.ndarray) -> Encoded:
@@ -165,14 +169,18 @@ class Detector:
             raise RuntimeError("no prompts set: call set_prompts() first")
 
     def _boxes(self, maps: ScoreMaps, pixels: torch.Tensor | None, frame_index: int,
-               timestamp_s: float, start: float) -> Detections:
+               timestamp_s: float, start: float, frame_bgr: np.ndarray | None = None
+               ) -> Detections:
         relevance, similarity, probability, frame_scores, fine = self.stage(
             POST, _to_host, maps)
         found = None
         if maps.frame_scores is None:
             found = self.stage(POST, self._regions, relevance, similarity, probability,
                                maps.grid, fine, pixels is not None)
-            if found.fitted and pixels is not None:
+            if found.fitted and self.way == SEGMENT and frame_bgr is not None:
+                found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
+                                   self.config.merge_iou)
+            elif found.fitted and pixels is not None:
                 found = self.stage(FIT, self.fitter, pixels, found.boxes, window_px(maps.grid),
                                    np.median(similarity.reshape(len(similarity), -1), axis=1),
                                    self._text, len(self.labels), self.config.gate,
@@ -226,6 +234,7 @@ def _as_model(model: ClipModel | ModelConfig | str | None) -> ClipModel:
 
 
 POST, FIT, VERIFY = "post-processing", "fit (box crops)", "verify (box crops)"
+SEGMENT_STAGE = "segment (GrabCut, host)"
 
 
 @dataclass(frozen=True)

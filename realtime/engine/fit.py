@@ -36,7 +36,7 @@ import functools
 import numpy as np
 import torch
 
-from .boxes import Boxes, box_iou, merge_overlapping, regions
+from .boxes import Boxes, merge_overlapping, merge_same, regions
 from .methods import unit_scores
 from .model import ClipModel
 from .tiles import TileGrid
@@ -94,7 +94,7 @@ class BoxFitter(_Fitter):
         frame_h, frame_w = pixels.shape[-2:]
         boxes = np.clip(boxes, 0, [frame_w, frame_h, frame_w, frame_h]).astype(np.float32)
         keep = probs >= gate
-        return _merged(Boxes(boxes[keep], probs[keep], sims[keep], labels[keep]), merge_iou)
+        return merge_same(Boxes(boxes[keep], probs[keep], sims[keep], labels[keep]), merge_iou)
 
     def _scores(self, pixels, squares: np.ndarray, labels: np.ndarray, text, num_prompts):
         """(probability, similarity) of each crop for its own candidate's prompt."""
@@ -292,23 +292,3 @@ def squares(centres: np.ndarray, side) -> np.ndarray:
     x0, y0 = np.round(centres[:, 0] - half), np.round(centres[:, 1] - half)
     size = np.maximum(np.round(2 * half), 1)
     return np.stack([x0, y0, x0 + size, y0 + size], 1).astype(np.int64)
-
-
-def _merged(found: Boxes, merge_iou: float) -> Boxes:
-    """Candidates of one prompt that fitted onto the same object: the most probable
-    box stays (non-maximum suppression; a box nested in a kept one is the same object)."""
-    order = np.argsort(-found.probabilities, kind="stable")
-    kept: list[int] = []
-    for i in order:
-        same = [k for k in kept if found.label_ids[k] == found.label_ids[i]]
-        if not any(box_iou(found.boxes[i], found.boxes[k]) > merge_iou
-                   or _nested(found.boxes[i], found.boxes[k]) for k in same):
-            kept.append(int(i))
-    kept.sort()
-    return Boxes(found.boxes[kept], found.probabilities[kept], found.similarities[kept],
-                 found.label_ids[kept])
-
-
-def _nested(a: np.ndarray, b: np.ndarray) -> bool:
-    inside = lambda p, q: p[0] >= q[0] and p[1] >= q[1] and p[2] <= q[2] and p[3] <= q[3]
-    return inside(a, b) or inside(b, a)

@@ -7,18 +7,22 @@ import pytest
 
 from realtime.config import DetectorConfig
 from realtime.engine import boxcheck
-from realtime.engine.boxcheck import CROPS, PATCH_MAP, ZOOM, BoxCheck, cache_key, check_scenes
+from realtime.engine.boxcheck import (CROPS, PATCH_MAP, SEGMENT, ZOOM, BoxCheck, cache_key,
+                                      check_scenes)
 from realtime.engine.detector import Detector
 from realtime.engine.fit import BoxFitter, ZoomFitter
 from tests.stubs import StubClip
 
 
-def test_the_way_with_the_best_boxes_is_chosen_and_a_tie_goes_to_the_crop_fit():
+def test_the_way_with_the_best_boxes_is_chosen_and_a_tie_goes_to_the_cheaper_way():
     assert BoxCheck(((PATCH_MAP, 0.7), (CROPS, 0.5), (ZOOM, 0.6)), 6).choice == PATCH_MAP
     assert BoxCheck(((PATCH_MAP, 0.3), (CROPS, 0.6), (ZOOM, 0.5)), 6).choice == CROPS
     assert BoxCheck(((PATCH_MAP, 0.3), (CROPS, 0.4), (ZOOM, 0.5)), 6).choice == ZOOM
     assert BoxCheck(((PATCH_MAP, 0.5), (CROPS, 0.5), (ZOOM, 0.5)), 6).choice == CROPS
     assert BoxCheck(((PATCH_MAP, 0.0), (ZOOM, 0.0)), 6).choice == ZOOM
+    assert BoxCheck(((PATCH_MAP, 0.5), (SEGMENT, 0.5), (CROPS, 0.5)), 6).choice == SEGMENT
+    assert BoxCheck(((PATCH_MAP, 0.5), (SEGMENT, 0.4), (CROPS, 0.6)), 6).choice == CROPS
+    assert "cut out by segmentation" in BoxCheck(((SEGMENT, 0.8),), 6).line()
     line = BoxCheck(((PATCH_MAP, 0.3), (CROPS, 0.6)), 6, cached=True).line()
     assert "fitted by crops" in line and "patch map 0.30, crops 0.60" in line
     assert "cached" in line and "\n" not in line
@@ -32,21 +36,22 @@ def test_the_check_scenes_are_fixed_and_hold_several_shapes():
     assert any(len(set(s.labels)) < len(s.labels) for s in scenes)   # two of one caption
 
 
-def test_the_defaults_check_three_ways_and_use_the_chosen_one_with_no_prompts_left():
+def test_the_defaults_check_four_ways_and_use_the_chosen_one_with_no_prompts_left():
     detector = Detector((), DetectorConfig(), StubClip())
     check = detector.box_check
-    assert [way for way, _ in check.quality] == [PATCH_MAP, CROPS, ZOOM]
+    assert [way for way, _ in check.quality] == [PATCH_MAP, SEGMENT, CROPS, ZOOM]
     assert all(0.0 <= iou <= 1.0 for _, iou in check.quality)
     assert detector.way == check.choice
     assert detector.method.use_fine is (check.choice == PATCH_MAP)
-    if check.choice != PATCH_MAP:
+    if check.choice in (CROPS, ZOOM):
         assert type(detector.fitter) is {CROPS: BoxFitter, ZOOM: ZoomFitter}[check.choice]
     assert detector.labels == ()
     with pytest.raises(RuntimeError, match="no prompts"):
         detector(check_scenes()[0].frame)
 
 
-@pytest.mark.parametrize("keys, ways", [({"refine": False}, [CROPS, ZOOM]),
+@pytest.mark.parametrize("keys, ways", [({"refine": False}, [SEGMENT, CROPS, ZOOM]),
+                                        ({"fit_mode": "segment"}, [PATCH_MAP, SEGMENT]),
                                         ({"fit_mode": "crops"}, [PATCH_MAP, CROPS]),
                                         ({"fit_mode": "zoom"}, [PATCH_MAP, ZOOM])])
 def test_only_the_ways_the_settings_leave_open_are_measured(keys, ways):
@@ -58,6 +63,7 @@ def test_only_the_ways_the_settings_leave_open_are_measured(keys, ways):
 @pytest.mark.parametrize("keys, way", [({"refine": True}, PATCH_MAP),
                                        ({"refine": False, "fit_mode": "zoom"}, ZOOM),
                                        ({"refine": False, "fit_mode": "crops"}, CROPS),
+                                       ({"refine": False, "fit_mode": "segment"}, SEGMENT),
                                        ({"fit": False}, PATCH_MAP),
                                        ({"method": "dense"}, PATCH_MAP)])
 def test_settings_that_leave_one_way_run_no_check(keys, way, monkeypatch):
@@ -109,6 +115,7 @@ def test_an_unwritable_or_broken_cache_only_means_measuring_again(tmp_path):
 
 
 @pytest.mark.parametrize("keys, context", [({"refine": False, "fit_mode": "crops"}, 0.5),
+                                           ({"refine": False, "fit_mode": "segment"}, 0.5),
                                            ({"refine": False, "fit_mode": "zoom"}, 0.0),
                                            ({"refine": True}, 0.5),
                                            ({"refine": False, "fit_mode": "zoom",

@@ -5,7 +5,8 @@ import torch
 import pytest
 
 from realtime.engine.boxes import Boxes
-from realtime.engine.fit import TRIMS, _merged, object_side, squares, trim_edges, trim_masks
+from realtime.engine.boxes import merge_same
+from realtime.engine.fit import TRIMS, object_side, squares, trim_edges, trim_masks
 
 SIDES = np.array([240.0, 170.0, 120.0, 84.0, 60.0])
 
@@ -72,7 +73,7 @@ def test_two_candidates_fitted_onto_one_object_become_one_box():
     found = Boxes(np.array([[10, 10, 50, 50], [12, 12, 48, 48], [100, 100, 140, 140]], np.float32),
                   np.array([0.8, 0.9, 0.7], np.float32), np.zeros(3, np.float32),
                   np.array([0, 0, 0], np.int64))
-    merged = _merged(found, 0.5)
+    merged = merge_same(found, 0.5)
     assert merged.boxes.tolist() == [[12, 12, 48, 48], [100, 100, 140, 140]]
 
 

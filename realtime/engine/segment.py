@@ -1,0 +1,107 @@
+"""Box segmentation: each window region's box cut out of the frame's own pixels.
+
+A window region says *that* a prompt is in a part of the frame, not *how far*
+it extends, and a CLIP trained only on whole images (every public
+checkpoint) cannot say it either: its patch tokens localise poorly, and its
+score of a crop hardly changes while the crop still holds the object.  The
+frame itself can: an object differs from what surrounds it.  So each region
+is segmented with GrabCut (Rother et al. 2004; OpenCV's cv2.grabCut): the
+region's box is the "may be object" rectangle, what lies outside it (up to
+half a box side further on each side) is background, and colour models of both
+are fitted and the pixels labelled in a few iterations.  Each sizeable part
+of the object label becomes a box (a region that holds two instances of its
+prompt gives two); the verify stage then asks CLIP about each box on its own
+crop, so a part that is something else, or nothing, is dropped there.
+
+This is host work on a small copy of the frame (SEGMENT_PX on the long
+side): a few milliseconds a region on a CPU, no vision batch at all.  What
+it assumes is that the object stands out from its surroundings in colour;
+where it does not (a grey mug on a grey desk), the part found may grow into
+its surroundings or shrink to a detail, which is why the box check
+(realtime.engine.boxcheck) measures this way against the others when a model
+loads, and `fit_mode` can name another.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .boxes import Boxes, merge_same
+
+# Set a priori (not tuned on any model): the copy's long side, GrabCut's
+# iterations, and how much smaller than the largest part another part may be.
+SEGMENT_PX = 96
+ITERATIONS = 3
+PART_SHARE = 0.25
+MIN_RECT_PX = 4         # a rectangle this small in the copy is left as it is
+
+
+class BoxSegmenter:
+    """Cuts every candidate region's box(es) out of the frame with GrabCut."""
+
+    def __call__(self, frame_bgr: np.ndarray, found: Boxes, merge_iou: float) -> Boxes:
+        items = []
+        for box, prob, sim, label in zip(found.boxes, found.probabilities,
+                                         found.similarities, found.label_ids):
+            items += [(part, prob, sim, label) for part in object_boxes(frame_bgr, box)]
+        return merge_same(Boxes.from_items(items), merge_iou) if items else found
+
+
+def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
+    """The boxes of the object parts GrabCut finds inside `box` (frame pixels); the
+    box itself where it is too small to segment or nothing is found."""
+    frame_h, frame_w = frame_bgr.shape[:2]
+    x0, y0, x1, y1 = (float(v) for v in box)
+    # Background: up to half a box side beyond each edge, inside the frame.
+    pad_x, pad_y = (x1 - x0) / 2, (y1 - y0) / 2
+    left, top = max(0, int(x0 - pad_x)), max(0, int(y0 - pad_y))
+    right, bottom = min(frame_w, int(np.ceil(x1 + pad_x))), min(frame_h, int(np.ceil(y1 + pad_y)))
+    if right - left < 2 or bottom - top < 2:
+        return [np.asarray(box, np.float32)]
+    scale = min(1.0, SEGMENT_PX / max(right - left, bottom - top))
+    small = cv2.resize(frame_bgr[top:bottom, left:right],
+                       (max(2, round((right - left) * scale)), max(2, round((bottom - top) * scale))),
+                       interpolation=cv2.INTER_AREA)
+    # The rectangle may reach the copy's border only where that is the frame's edge
+    # (an object cut by the edge); elsewhere the band around it is background.
+    rect = _rect_in(small.shape, ((x0 - left) * scale, (y0 - top) * scale,
+                                  (x1 - left) * scale, (y1 - top) * scale))
+    parts = _parts(small, rect) if rect is not None else []
+    if not parts:
+        return [np.asarray(box, np.float32)]
+    return [np.array([left + px0 / scale, top + py0 / scale, left + px1 / scale,
+                      top + py1 / scale], np.float32) for px0, py0, px1, py1 in parts]
+
+
+def _rect_in(shape, box) -> tuple[int, int, int, int] | None:
+    """GrabCut's (x, y, w, h) rectangle in the copy; None when too small, or when it
+    leaves no background at all (GrabCut needs some)."""
+    height, width = shape[:2]
+    x0, y0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
+    x1, y1 = min(width, int(round(box[2]))), min(height, int(round(box[3])))
+    if x1 - x0 < MIN_RECT_PX or y1 - y0 < MIN_RECT_PX:
+        return None
+    if (x0, y0, x1, y1) == (0, 0, width, height):
+        return None
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def _parts(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+    """Boxes (x0, y0, x1, y1 in the copy) of the object label's connected parts of at
+    least PART_SHARE of the largest part's area."""
+    mask = np.zeros(image.shape[:2], np.uint8)
+    background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+    try:
+        cv2.grabCut(image, mask, rect, background, foreground, ITERATIONS,
+                    cv2.GC_INIT_WITH_RECT)
+    except cv2.error:           # a degenerate colour model (a flat copy): keep the box
+        return []
+    found = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
+    count, _, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
+    if count <= 1:
+        return []
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    keep = np.flatnonzero(areas >= PART_SHARE * areas.max()) + 1
+    return [(int(stats[i, 0]), int(stats[i, 1]), int(stats[i, 0] + stats[i, 2]),
+             int(stats[i, 1] + stats[i, 3])) for i in keep]
