@@ -95,6 +95,8 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     assert verify["median_ms"] > 0 and verify["fps"] is None
     fit = next(r for name, r in rows.items() if name.startswith("fit stage alone"))
     assert fit["median_ms"] > 0 and "66 box crops" in fit["name"]   # 3 x (17 centre + 5 sizes)
+    segment = rows["segment stage alone (GrabCut, host), 0 box crops"]
+    assert segment["median_ms"] > 0 and segment["fps"] is None
     assert rows[f"engine windows: {bench.VERIFY}"]["median_ms"] >= 0
     counts = report["checks"]["windows"]["verify"]
     assert 0 <= counts["kept"] <= counts["candidates"]

@@ -63,26 +63,33 @@ def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
     small = cv2.resize(frame_bgr[top:bottom, left:right],
                        (max(2, round((right - left) * scale)), max(2, round((bottom - top) * scale))),
                        interpolation=cv2.INTER_AREA)
-    # The rectangle may reach the copy's border only where that is the frame's edge
-    # (an object cut by the edge); elsewhere the band around it is background.
     rect = _rect_in(small.shape, ((x0 - left) * scale, (y0 - top) * scale,
                                   (x1 - left) * scale, (y1 - top) * scale))
     parts = _parts(small, rect) if rect is not None else []
     if not parts:
         return [np.asarray(box, np.float32)]
-    return [np.array([left + px0 / scale, top + py0 / scale, left + px1 / scale,
-                      top + py1 / scale], np.float32) for px0, py0, px1, py1 in parts]
+    boxes = np.array([[left + px0 / scale, top + py0 / scale, left + px1 / scale,
+                       top + py1 / scale] for px0, py0, px1, py1 in parts], np.float32)
+    # A part that reaches the band at the frame's edge is an object the edge cuts.
+    band_x, band_y = 1.5 / scale, 1.5 / scale
+    for axis, low, high, size, band in ((0, left, right, frame_w, band_x),
+                                        (1, top, bottom, frame_h, band_y)):
+        if low == 0:
+            boxes[boxes[:, axis] <= band, axis] = 0.0
+        if high == size:
+            boxes[boxes[:, axis + 2] >= size - band, axis + 2] = float(size)
+    return list(boxes)
 
 
 def _rect_in(shape, box) -> tuple[int, int, int, int] | None:
-    """GrabCut's (x, y, w, h) rectangle in the copy; None when too small, or when it
-    leaves no background at all (GrabCut needs some)."""
+    """GrabCut's (x, y, w, h) rectangle, one pixel in from the copy's border: a band
+    of background on every side, the frame's edges included (without it, a
+    background that changes across the frame is taken for object along the edge);
+    None when too small."""
     height, width = shape[:2]
-    x0, y0 = max(0, int(round(box[0]))), max(0, int(round(box[1])))
-    x1, y1 = min(width, int(round(box[2]))), min(height, int(round(box[3])))
+    x0, y0 = max(1, int(round(box[0]))), max(1, int(round(box[1])))
+    x1, y1 = min(width - 1, int(round(box[2]))), min(height - 1, int(round(box[3])))
     if x1 - x0 < MIN_RECT_PX or y1 - y0 < MIN_RECT_PX:
-        return None
-    if (x0, y0, x1, y1) == (0, 0, width, height):
         return None
     return x0, y0, x1 - x0, y1 - y0
 
