@@ -45,12 +45,13 @@ class BoxSegmenter:
         for box, prob, sim, label in zip(found.boxes, found.probabilities,
                                          found.similarities, found.label_ids):
             items += [(part, prob, sim, label) for part in object_boxes(frame_bgr, box)]
-        return merge_same(Boxes.from_items(items), merge_iou) if items else found
+        return merge_same(Boxes.from_items(items), merge_iou)
 
 
 def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
-    """The boxes of the object parts GrabCut finds inside `box` (frame pixels); the
-    box itself where it is too small to segment or nothing is found."""
+    """The boxes of the object parts GrabCut finds inside `box` (frame pixels): none
+    where nothing stands out from the surroundings, the box itself where it is
+    too small to segment."""
     frame_h, frame_w = frame_bgr.shape[:2]
     x0, y0, x1, y1 = (float(v) for v in box)
     # Background: up to half a box side beyond each edge, inside the frame.
@@ -65,9 +66,11 @@ def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
                        interpolation=cv2.INTER_AREA)
     rect = _rect_in(small.shape, ((x0 - left) * scale, (y0 - top) * scale,
                                   (x1 - left) * scale, (y1 - top) * scale))
-    parts = _parts(small, rect) if rect is not None else []
-    if not parts:
+    if rect is None:
         return [np.asarray(box, np.float32)]
+    parts = _parts(small, rect)
+    if not parts:       # nothing stands out there: a window region over background
+        return []
     boxes = np.array([[left + px0 / scale, top + py0 / scale, left + px1 / scale,
                        top + py1 / scale] for px0, py0, px1, py1 in parts], np.float32)
     # A part that reaches the band at the frame's edge is an object the edge cuts.
@@ -102,7 +105,7 @@ def _parts(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[tuple[int
     try:
         cv2.grabCut(image, mask, rect, background, foreground, ITERATIONS,
                     cv2.GC_INIT_WITH_RECT)
-    except cv2.error:           # a degenerate colour model (a flat copy): keep the box
+    except cv2.error:           # a degenerate colour model: a flat copy, nothing in it
         return []
     found = ((mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)).astype(np.uint8)
     count, _, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)

@@ -45,12 +45,13 @@ def test_a_region_over_two_instances_gives_one_box_each():
         assert max(box_iou(f, truth) for f in found) >= 0.8
 
 
-def test_a_box_too_small_or_a_flat_frame_keeps_the_box():
+def test_a_region_over_plain_background_gives_no_box_and_a_sliver_keeps_its_own():
     flat = np.full((480, 640, 3), 90, np.uint8)
-    box = np.array([100, 100, 300, 300], np.float32)
-    assert [b.tolist() for b in object_boxes(flat, box)] == [box.tolist()]
-    tiny = np.array([10, 10, 12, 12], np.float32)
-    assert [b.tolist() for b in object_boxes(flat, tiny)] == [tiny.tolist()]
+    assert object_boxes(flat, np.array([100, 100, 300, 300], np.float32)) == []
+    textured = _scene("blobs", [Shape("circle", "red", 500, 400, 60)]).frame
+    assert object_boxes(textured, np.array([40, 40, 200, 160], np.float32)) == []
+    sliver = np.array([10, 10, 300, 12], np.float32)    # under MIN_RECT_PX in the copy
+    assert [b.tolist() for b in object_boxes(flat, sliver)] == [sliver.tolist()]
 
 
 def test_an_object_at_the_frame_edge_keeps_its_edge():
