@@ -462,7 +462,7 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
                 pixels, regions, window_px(grid), floor, detector._text, len(detector.labels),
                 0.0, 0.0), None))
             stages.insert(0, ("segment stage alone (GrabCut, host)", lambda: detector.segmenter(
-                frame, regions, detector.config.merge_iou), 0))
+                frame, regions, window_px(grid), detector.config.merge_iou), 0))
         for name, call, crops in stages:
             call()
             samples = time_calls(call, repeats, sync)

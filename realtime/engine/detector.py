@@ -179,7 +179,7 @@ class Detector:
                                maps.grid, fine, pixels is not None)
             if found.fitted and self.way == SEGMENT and frame_bgr is not None:
                 found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
-                                   self.config.merge_iou)
+                                   window_px(maps.grid), self.config.merge_iou)
             elif found.fitted and pixels is not None:
                 found = self.stage(FIT, self.fitter, pixels, found.boxes, window_px(maps.grid),
                                    np.median(similarity.reshape(len(similarity), -1), axis=1),

@@ -14,7 +14,8 @@ prompt gives two); the verify stage then asks CLIP about each box on its own
 crop, so a part that is something else, or nothing, is dropped there.
 
 This is host work on a small copy of the frame (SEGMENT_PX on the long
-side): a few milliseconds a region on a CPU, no vision batch at all.  What
+side): a few milliseconds a region on a CPU core, regions side by side on up
+to MAX_THREADS cores, and no vision batch at all.  What
 it assumes is that the object stands out from its surroundings in colour;
 where it does not (a grey mug on a grey desk), the part found may grow into
 its surroundings or shrink to a detail, which is why the box check
@@ -23,6 +24,10 @@ loads, and `fit_mode` can name another.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+import functools
+import os
 
 import cv2
 import numpy as np
@@ -34,18 +39,48 @@ from .boxes import Boxes, merge_same
 SEGMENT_PX = 96
 ITERATIONS = 3
 PART_SHARE = 0.25
-MIN_RECT_PX = 4         # a rectangle this small in the copy is left as it is
+MIN_RECT_PX = 4         # copy pixels: a thinner rectangle is left as it is, a thinner part dropped
+MAX_THREADS = 4         # regions segmented at once
+RNG_SEED = 0
 
 
 class BoxSegmenter:
     """Cuts every candidate region's box(es) out of the frame with GrabCut."""
 
-    def __call__(self, frame_bgr: np.ndarray, found: Boxes, merge_iou: float) -> Boxes:
-        items = []
-        for box, prob, sim, label in zip(found.boxes, found.probabilities,
-                                         found.similarities, found.label_ids):
-            items += [(part, prob, sim, label) for part in object_boxes(frame_bgr, box)]
+    def __call__(self, frame_bgr: np.ndarray, found: Boxes, window_px: float,
+                 merge_iou: float) -> Boxes:
+        """Each region, grown to at least a window's side, cut down to its object(s)."""
+        cut = functools.partial(object_boxes, frame_bgr)
+        rects = at_least(found.boxes, window_px, frame_bgr.shape[1], frame_bgr.shape[0])
+        # OpenCV releases the GIL: regions are segmented side by side on the cores
+        parts = list(_pool().map(cut, rects)) if len(rects) > 1 else [cut(r) for r in rects]
+        items = [(part, prob, sim, label)
+                 for boxes, prob, sim, label in zip(parts, found.probabilities,
+                                                    found.similarities, found.label_ids)
+                 for part in boxes]
         return merge_same(Boxes.from_items(items), merge_iou)
+
+
+def at_least(boxes: np.ndarray, side_px: float, frame_w: int, frame_h: int) -> np.ndarray:
+    """Boxes grown about their centres to at least `side_px` on each axis, inside the frame.
+
+    A region can be narrower than its object (only a few tiles passed the cut),
+    and GrabCut must see the object whole inside the rectangle: with the object's
+    own colour in the band around it, only its outline would be labelled object.
+    Every window that scored the prompt held the object, so a window's side holds it.
+    """
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, side_px / 2)
+    return np.clip(np.concatenate([centres - half, centres + half], 1), 0,
+                   [frame_w, frame_h, frame_w, frame_h]).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    """Worker threads shared by every segmenter, started on first use; they only run
+    GrabCut calls and end with the interpreter."""
+    return ThreadPoolExecutor(max_workers=min(MAX_THREADS, os.cpu_count() or 1),
+                              thread_name_prefix="segment")
 
 
 def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
@@ -102,6 +137,9 @@ def _parts(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[tuple[int
     least PART_SHARE of the largest part's area."""
     mask = np.zeros(image.shape[:2], np.uint8)
     background, foreground = np.zeros((1, 65)), np.zeros((1, 65))
+    # GrabCut seeds its colour models by k-means from OpenCV's per-thread random
+    # generator: seeded here, a region's boxes do not depend on earlier calls.
+    cv2.setRNGSeed(RNG_SEED)
     try:
         cv2.grabCut(image, mask, rect, background, foreground, ITERATIONS,
                     cv2.GC_INIT_WITH_RECT)
@@ -111,7 +149,13 @@ def _parts(image: np.ndarray, rect: tuple[int, int, int, int]) -> list[tuple[int
     count, _, stats, _ = cv2.connectedComponentsWithStats(found, connectivity=8)
     if count <= 1:
         return []
-    areas = stats[1:, cv2.CC_STAT_AREA]
+    # A part thinner than a few pixels of the copy is an outline or noise, not an
+    # object: what GrabCut labels when the object's colour is also in the band
+    # (a neighbour of that colour), or a texture's edge on plain background.
+    solid = np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT]) >= MIN_RECT_PX
+    areas = np.where(solid, stats[1:, cv2.CC_STAT_AREA], 0)
+    if not areas.any():
+        return []
     keep = np.flatnonzero(areas >= PART_SHARE * areas.max()) + 1
     return [(int(stats[i, 0]), int(stats[i, 1]), int(stats[i, 0] + stats[i, 2]),
              int(stats[i, 1] + stats[i, 3])) for i in keep]

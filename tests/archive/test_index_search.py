@@ -141,15 +141,17 @@ def test_searching_with_another_model_or_layout_fails_clearly(archive, tmp_path,
 
 def test_search_boxes_and_scores_agree_with_main_py_on_the_sampled_frames(archive, tmp_path):
     """Every stored frame of a.mp4, scored from the index, draws the boxes and scores that
-    `main.py --source a.mp4 --no-verify --no-track` draws on that frame (verify needs
-    pixels; tracking would hold and smooth boxes across frames)."""
+    `main.py --source a.mp4 --refine --no-verify --no-track` draws on that frame (the
+    index has no pixels: its boxes are the patch map's, never segmented or fitted, and
+    not verified; tracking would hold and smooth boxes across frames)."""
     from realtime import Detector, DetectorConfig, ModelConfig
     from realtime.engine.methods import Encoded
     from realtime.engine.model import load_model
 
     prompt, video = "a red circle", archive["videos"] / "a.mp4"
     detections = tmp_path / "live.jsonl"
-    assert run_main("--source", video, "--headless", "--no-verify", "--no-track", "--model",
+    assert run_main("--source", video, "--headless", "--refine", "--no-verify", "--no-track",
+                    "--model",
                     SHAPES_MODEL, "--prompt", prompt, "--detections", detections) == 0
     live = {r["frame"]: r["detections"] for r in read_jsonl(detections)}
     rows = Manifest.load(archive["index"]).ok_rows()
