@@ -50,6 +50,7 @@ import torch
 from .engine.boxes import Boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
 from .engine.detector import POST, VERIFY, Detector, window_px  # noqa: F401 (POST: stage name)
+from .engine.segment import at_least
 from .engine.frames import crop_windows, normalise, resize
 from .engine.methods import ScoreMaps, unit_scores
 from .engine.model import ClipModel, ModelLoadError, load_model
@@ -477,11 +478,7 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
 def window_regions(boxes: np.ndarray, window: float, frame_w: int, frame_h: int) -> Boxes:
     """Each shape as the coarse stage hands it to the fit: a region at least a window
     wide around it (what the crop fit's cost ignores and the zoom fit's grows with)."""
-    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
-    half = np.maximum((boxes[:, 2:] - boxes[:, :2]) / 2, window / 2)
-    grown = np.clip(np.concatenate([centres - half, centres + half], 1), 0,
-                    [frame_w, frame_h, frame_w, frame_h])
-    return _candidates(grown)
+    return _candidates(at_least(boxes.astype(float), window, frame_w, frame_h))
 
 
 def _candidates(boxes: np.ndarray) -> Boxes:

@@ -122,9 +122,10 @@ class DetectorConfig:
                               choices=("maskclip", "clearclip", "sclip", "naclip"))
     refine: bool | str = _opt("auto", "windows: outline each window region with a dense "
                               "patch map (one extra pass at refine_input_px), so a box fits "
-                              "the object rather than the window; auto = only if a check at "
-                              "load finds the patch map's boxes better than the crop fit's on "
-                              "generated scenes (docs/method.md), else fit", auto=True)
+                              "the object rather than the window; auto = only if the box "
+                              "check at load finds the patch map's boxes the best on "
+                              "generated scenes (docs/method.md), else fit_mode's way",
+                              auto=True)
     refine_input_px: int | str = _opt("auto", "windows with refine: short side of the patch "
                                       "map's input in pixels; auto = twice the model's input "
                                       "size", lo=16, hi=4096, auto=True)
@@ -132,11 +133,9 @@ class DetectorConfig:
                               "keep it only if its own prompt passes the gate there (one extra "
                               "batch of crops); auto = on for every method with boxes", auto=True)
     fit: bool | str = _opt("auto", "windows: where the patch map does not outline boxes "
-                           "(refine off, or auto and the load-time check finds the fit "
-                           "better), fit each region's box from "
-                           "crops around it (a batch to find its centre, one to find its size; "
-                           "see docs/method.md), which also verifies it; auto = on for windows",
-                           auto=True)
+                           "(refine off, or auto and the box check at load finds another way "
+                           "better), find each region's box again the fit_mode way; off: "
+                           "the walkthrough's window boxes; auto = on for windows", auto=True)
     fit_mode: str = _opt("auto", "fit: how a region's box is found again; segment = cut "
                          "out of the frame's pixels around the region (GrabCut, no crops; the "
                          "verify stage then gates each part); crops = one crop hidden from each "
@@ -152,8 +151,8 @@ class DetectorConfig:
                                        "of its long side added on each side; the box must "
                                        "pass the gate on both (background that looks like "
                                        "the prompt up close rarely does in context); 0 = its "
-                                       "own crop only; auto = 0.5 for windows segmented, fitted "
-                                       "by crops or outlined, 0 for the zoom, dense and occlusion "
+                                       "own crop only; auto = 0.5 for windows fitted by crops or "
+                                       "outlined, 0 for segmentation, the zoom, dense and occlusion "
                                        "(docs/method.md)", lo=0.0, hi=2.0,
                                        auto=True)
     occlusion_cells: int = _opt(5, "occlusion: masking cells along the frame's short side",

@@ -25,9 +25,9 @@ loads, and `fit_mode` can name another.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np

@@ -115,7 +115,7 @@ def test_an_unwritable_or_broken_cache_only_means_measuring_again(tmp_path):
 
 
 @pytest.mark.parametrize("keys, context", [({"refine": False, "fit_mode": "crops"}, 0.5),
-                                           ({"refine": False, "fit_mode": "segment"}, 0.5),
+                                           ({"refine": False, "fit_mode": "segment"}, 0.0),
                                            ({"refine": False, "fit_mode": "zoom"}, 0.0),
                                            ({"refine": True}, 0.5),
                                            ({"refine": False, "fit_mode": "zoom",
