@@ -51,6 +51,7 @@ from .engine.boxes import Boxes
 from .config import ConfigError, DetectorConfig, ModelConfig
 from .engine.detector import POST, VERIFY, Detector, window_px  # noqa: F401 (POST: stage name)
 from .engine.segment import at_least
+from .engine.verify import BoxVerifier
 from .engine.frames import crop_windows, normalise, resize
 from .engine.methods import ScoreMaps, unit_scores
 from .engine.model import ClipModel, ModelLoadError, load_model
@@ -456,6 +457,10 @@ def bench_verify(detector: Detector, frame: np.ndarray, boxes: np.ndarray, repea
         per_box = 2 if detector.verifier.context > 0 else 1     # own crop, context crop
         stages = [("verify stage alone", lambda: detector.verifier(
             pixels, found, detector._text, len(detector.labels), 0.0), count * per_box)]
+        if per_box == 2:    # the ways without a context crop (segmentation, the zoom)
+            own = BoxVerifier(detector.model, detector.verifier.margin, 0.0)
+            stages.append(("verify stage alone, own crops only", lambda: own(
+                pixels, found, detector._text, len(detector.labels), 0.0), count))
         if detector.config.fits:
             regions = window_regions(boxes, window_px(grid), pixels.shape[-1], pixels.shape[-2])
             stages.insert(0, (f"fit stage alone ({type(detector.fitter).__name__})",

@@ -93,6 +93,7 @@ def test_smoke_run_writes_the_report(tiny_model_dir, tmp_path, capsys):
     assert all(check["stages_match_detect"] for check in report["checks"].values())
     verify = rows["verify stage alone, 6 box crops"]      # 3 boxes x (own + context crop)
     assert verify["median_ms"] > 0 and verify["fps"] is None
+    assert rows["verify stage alone, own crops only, 3 box crops"]["median_ms"] > 0
     fit = next(r for name, r in rows.items() if name.startswith("fit stage alone"))
     assert fit["median_ms"] > 0 and "66 box crops" in fit["name"]   # 3 x (17 centre + 5 sizes)
     segment = rows["segment stage alone (GrabCut, host), 0 box crops"]
