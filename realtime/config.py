@@ -134,8 +134,10 @@ class DetectorConfig:
                               "batch of crops); auto = on for every method with boxes", auto=True)
     fit: bool | str = _opt("auto", "windows: where the patch map does not outline boxes "
                            "(refine off, or auto and the box check at load finds another way "
-                           "better), find each region's box again the fit_mode way; off: "
-                           "the walkthrough's window boxes; auto = on for windows", auto=True)
+                           "better), find each region's box again the fit_mode way; dense: "
+                           "cut each patch-map box out of the frame again by segmentation "
+                           "(fit_mode auto or segment); off: the windows' or the patch map's "
+                           "own boxes; auto = on for windows and dense", auto=True)
     fit_mode: str = _opt("auto", "fit: how a region's box is found again; segment = cut "
                          "out of the frame's pixels around the region (GrabCut, no crops; the "
                          "verify stage then gates each part); crops = one crop hidden from each "
@@ -160,8 +162,14 @@ class DetectorConfig:
 
     @property
     def fits(self) -> bool:
-        """Whether window regions are fitted by crops (realtime.engine.fit)."""
+        """Whether window regions get their boxes again (segmented or fitted by crops)."""
         return self.method == "windows" and self.fit in ("auto", True)
+
+    @property
+    def segments_dense(self) -> bool:
+        """Whether dense's patch-map boxes are cut out again by segmentation."""
+        return (self.method == "dense" and self.fit in ("auto", True)
+                and self.fit_mode in ("auto", "segment"))
 
     @property
     def context_margin(self) -> float:

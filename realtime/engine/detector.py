@@ -183,6 +183,11 @@ class Detector:
             if found.fitted and self.way == SEGMENT and frame_bgr is not None:
                 found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
                                    window_px(maps.grid), self.config.merge_iou)
+            elif self.config.segments_dense and frame_bgr is not None:
+                # a patch-map box may be smaller than its object: grown to half the
+                # frame's short side first, the default windows' size
+                found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
+                                   min(frame_bgr.shape[:2]) / 2, self.config.merge_iou)
             elif found.fitted and pixels is not None:
                 found = self.stage(FIT, self.fitter, pixels, found.boxes, window_px(maps.grid),
                                    np.median(similarity.reshape(len(similarity), -1), axis=1),

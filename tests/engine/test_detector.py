@@ -238,13 +238,15 @@ def test_classify_ranks_prompts_without_boxes():
 
 
 @pytest.mark.parametrize("config", [replace(LAYOUT, verify=False),
-                                    DetectorConfig(verify_context=0.0, method="dense", verify=False),
+                                    DetectorConfig(verify_context=0.0, method="dense", verify=False,
+                                                   fit=False),
                                     DetectorConfig(verify_context=0.0, method="occlusion", verify=False),
                                     DetectorConfig(verify_context=0.0, tile_px=40, window_tiles=2, verify=False,
                                                    fit=False)])
 def test_detections_from_stored_embeddings_equal_direct_detection(config):
     # The archive stores encode()'s arrays (in fp16) and scores them later:
-    # with the pixel-only stages (verify, fit) off, the boxes must be those of detect().
+    # with the pixel-only stages (verify, fit: segmentation) off, the boxes must be those
+    # of detect().
     detector = Detector(["white"], config, StubClip())
     frame = frame_with_blobs((40, 20, 280, 220))   # large: occlusion's gate is the whole frame's
     direct = detector(frame)
