@@ -109,13 +109,12 @@ def object_boxes(frame_bgr: np.ndarray, box: np.ndarray) -> list[np.ndarray]:
     boxes = np.array([[left + px0 / scale, top + py0 / scale, left + px1 / scale,
                        top + py1 / scale] for px0, py0, px1, py1 in parts], np.float32)
     # A part that reaches the band at the frame's edge is an object the edge cuts.
-    band_x, band_y = 1.5 / scale, 1.5 / scale
-    for axis, low, high, size, band in ((0, left, right, frame_w, band_x),
-                                        (1, top, bottom, frame_h, band_y)):
+    edge_px = 1.5 / scale       # the band's one copy pixel, and rounding
+    for axis, low, high, size in ((0, left, right, frame_w), (1, top, bottom, frame_h)):
         if low == 0:
-            boxes[boxes[:, axis] <= band, axis] = 0.0
+            boxes[boxes[:, axis] <= edge_px, axis] = 0.0
         if high == size:
-            boxes[boxes[:, axis + 2] >= size - band, axis + 2] = float(size)
+            boxes[boxes[:, axis + 2] >= size - edge_px, axis + 2] = float(size)
     return list(boxes)
 
 
