@@ -51,8 +51,7 @@ class Detector:
         self.segmenter = BoxSegmenter()
         self.fitters = {CROPS: BoxFitter(self.model, self.verifier.crops),
                         ZOOM: ZoomFitter(self.model, self.verifier.crops)}
-        self.fitter = self.fitters[self.config.fit_mode if self.config.fit_mode in self.fitters
-                                   else CROPS]
+        self.fitter = self.fitters.get(self.config.fit_mode, self.fitters[CROPS])
         # How each post-processing stage is called: directly; the benchmark times them.
         self.stage = lambda name, fn, *args: fn(*args)
         self.labels: tuple[str, ...] = ()
@@ -180,14 +179,10 @@ class Detector:
         if maps.frame_scores is None:
             found = self.stage(POST, self._regions, relevance, similarity, probability,
                                maps.grid, fine, pixels is not None)
-            if found.fitted and self.way == SEGMENT and frame_bgr is not None:
+            segments = (found.fitted and self.way == SEGMENT) or self.config.segments_dense
+            if segments and frame_bgr is not None:
                 found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
-                                   window_px(maps.grid), self.config.merge_iou)
-            elif self.config.segments_dense and frame_bgr is not None:
-                # a patch-map box may be smaller than its object: grown to half the
-                # frame's short side first, the default windows' size
-                found = self.stage(SEGMENT_STAGE, self.segmenter, frame_bgr, found.boxes,
-                                   min(frame_bgr.shape[:2]) / 2, self.config.merge_iou)
+                                   self._object_px(maps.grid, frame_bgr), self.config.merge_iou)
             elif found.fitted and pixels is not None:
                 found = self.stage(FIT, self.fitter, pixels, found.boxes, window_px(maps.grid),
                                    np.median(similarity.reshape(len(similarity), -1), axis=1),
@@ -201,9 +196,17 @@ class Detector:
         return self._detections(found, similarity, probability, frame_scores, frame_index,
                                 timestamp_s, (time.perf_counter() - start) * 1000.0)
 
+    def _object_px(self, grid, frame_bgr: np.ndarray) -> float:
+        """The side a region's object may have, to segment it whole: a window's (every
+        window that scored the prompt held the object); for dense, whose patch-map box
+        may cover only part of it, half the frame's short side (the default windows')."""
+        if self.config.method == "dense":
+            return min(frame_bgr.shape[:2]) / 2
+        return window_px(grid)
+
     def _regions(self, relevance, similarity, probability, grid, fine, has_pixels: bool):
         """Each prompt's window regions, outlined by the patch map where it outlines
-        (set_outlines), else marked to be fitted by crops."""
+        (use_way), else marked to get their boxes again (segmented or fitted)."""
         fits = self.config.fits and has_pixels and not (self.outlines and fine is not None)
         boxes = maps_to_boxes(relevance, similarity, probability, grid, self.config,
                               fine=None if fits else fine)
@@ -248,7 +251,7 @@ SEGMENT_STAGE = "segment (GrabCut, host)"
 @dataclass(frozen=True)
 class _Regions:
     boxes: Boxes
-    fitted: bool      # still to be fitted by crops
+    fitted: bool      # still to get its boxes again (segmentation, crop fit or zoom)
 
 
 def window_px(grid) -> float:
